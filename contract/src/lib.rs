@@ -1,0 +1,26 @@
+//! The contract between the ReconLayer Edge gateway and the services behind it.
+//!
+//! # Layout
+//! - [`error`]: the documented error envelope `{"error": "...", "message": "..."}` and its codes.
+//! - [`http`]: request-body parsing and router finishing shared by the axum services.
+//! - [`identity`]: the identity headers the gateway owns, strips from clients and injects.
+//! - [`settings`]: reading typed settings from the environment (invalid = exit 64).
+//! - [`telemetry`]: `tracing` set-up shared by every binary.
+//! - [`db`]: one place that decides how SQLite and Postgres are both supported.
+//! - [`shutdown`]: the SIGTERM / Ctrl-C future every axum service waits on.
+//! - [`time_fmt`]: RFC 3339 timestamps as the API writes them.
+//!
+//! Services never depend on each other's code; they talk HTTP. This crate holds only the
+//! contract and shared infrastructure, never business logic.
+
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time_fmt;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use identity::{AuthType, Identity};

@@ -1,0 +1,90 @@
+//! The one error type of keys-service, mapped to the documented envelope.
+
+use axum::response::{IntoResponse, Response};
+use rl_contract::error::{ErrorCode, ErrorResponse, messages};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("API key not found.")]
+    NotFound,
+    #[error("{0}")]
+    RouteNotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("missing identity")]
+    Unauthenticated,
+    #[error("session required")]
+    SessionRequired,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("{}", .0.message)]
+    Envelope(ErrorResponse),
+}
+
+impl From<ErrorResponse> for ApiError {
+    fn from(e: ErrorResponse) -> Self {
+        Self::Envelope(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        // A pool that cannot hand out a connection, or a connection that broke, is the
+        // database being down: retryable 503, not a 500.
+        let connection_lost = matches!(&e, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")));
+        if connection_lost {
+            return Self::Unavailable(e);
+        }
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, message) = match &self {
+            Self::Envelope(e) => (e.code, e.message.clone()),
+            Self::InvalidRequest(m) => (ErrorCode::InvalidRequest, m.clone()),
+            Self::NotFound => (ErrorCode::NotFound, self.to_string()),
+            Self::RouteNotFound(m) => (ErrorCode::NotFound, m.clone()),
+            Self::MethodNotAllowed => (
+                ErrorCode::MethodNotAllowed,
+                "Method not allowed on this route.".to_owned(),
+            ),
+            Self::PayloadTooLarge => (
+                ErrorCode::PayloadTooLarge,
+                "Request body is too large.".to_owned(),
+            ),
+            Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
+            Self::SessionRequired => (ErrorCode::Forbidden, messages::SESSION_REQUIRED.to_owned()),
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                (
+                    ErrorCode::ServiceUnavailable,
+                    "The key store is temporarily unavailable. Retry shortly.".to_owned(),
+                )
+            }
+            Self::Database(e) => {
+                tracing::error!(error = ?e, "database error");
+                (
+                    ErrorCode::InternalError,
+                    "An internal error occurred.".to_owned(),
+                )
+            }
+        };
+        ErrorResponse::new(code, message).into_response()
+    }
+}

@@ -1,0 +1,117 @@
+//! keys-service owns ReconLayer API keys: create, list, read, update and revoke them, store
+//! only their SHA-256, answer gateways' lookups by hash, take their batched usage reports,
+//! tell them when a key changes, and record every change in the audit outbox.
+//!
+//! # Layout
+//! - [`settings`]: typed configuration from the environment.
+//! - [`api_key`]: key format, hashing and field validation.
+//! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
+//! - [`changes`]: the change feed gateways long-poll to drop cached keys at once.
+//! - [`routes`]: the public `/v1/api-keys` API, the internal gateway API, probes.
+//! - [`error`]: the one error enum, mapped to the documented envelope.
+
+pub mod api_key;
+pub mod changes;
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rl_contract::db::Database;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use settings::Settings;
+
+use changes::ChangeFeed;
+use store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub changes: Arc<ChangeFeed>,
+    pub relay: Arc<Notify>,
+}
+
+impl AppState {
+    /// Tell the audit relay there is something new in the outbox.
+    pub fn relay_wake(&self) {
+        self.relay.notify_one();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] rl_contract::db::DbError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect to the database, apply migrations and bind the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = Database::connect(&settings.database_url, &settings.pool).await?;
+        db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS).await?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(|e| StartError::Listen(settings.listen_addr, e))?;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(StartError::Serve)?,
+            database = db.backend.as_str(),
+            "keys-service listening"
+        );
+        let state = AppState {
+            settings: Arc::new(settings),
+            store: Store::new(db),
+            changes: Arc::new(ChangeFeed::new()),
+            relay: Arc::new(Notify::new()),
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests and return.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let state = self.state.clone();
+        let changes = state.changes.clone();
+        let app = routes::router(state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                changes.close();
+            })
+            .await
+            .map_err(StartError::Serve)
+    }
+}
+
+/// Build and serve until SIGTERM / Ctrl-C.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    Application::build(settings)
+        .await?
+        .run_until_stopped(rl_contract::shutdown::signal())
+        .await
+}

@@ -1,0 +1,97 @@
+//! Internal endpoints for gateways. The gateway never routes `/internal/*` from its public
+//! listener; in Kubernetes a NetworkPolicy keeps everyone but the gateway away from them.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rl_contract::http::JsonObject;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::api_key::KeyHash;
+use crate::changes::Changes;
+use crate::error::ApiError;
+
+pub const MAX_USAGE_BATCH: usize = 10_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/internal/v1/api-keys/lookup", post(lookup))
+        .route("/internal/v1/api-keys/usage", post(usage))
+        .route("/internal/v1/key-changes", get(changes))
+}
+
+/// What a gateway caches for a key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupResponse {
+    pub id: String,
+    pub organization_id: String,
+    pub scopes: Vec<String>,
+    /// Unix milliseconds.
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+async fn lookup(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<LookupResponse>, ApiError> {
+    let hash = body
+        .get("keyHash")
+        .and_then(Value::as_str)
+        .and_then(KeyHash::parse)
+        .ok_or_else(|| ApiError::InvalidRequest("keyHash must be hex SHA-256.".to_owned()))?;
+    let record = state.store.lookup(&hash).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(LookupResponse {
+        id: record.id,
+        organization_id: record.organization_id,
+        scopes: record.scopes,
+        expires_at: record.expires_at,
+        revoked_at: record.revoked_at,
+    }))
+}
+
+async fn usage(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let invalid = || ApiError::InvalidRequest("usage must be [{keyId, lastUsedAt}].".to_owned());
+    let items = body.get("usage").and_then(Value::as_array).ok_or_else(invalid)?;
+    if items.len() > MAX_USAGE_BATCH {
+        return Err(ApiError::InvalidRequest("usage batch too large.".to_owned()));
+    }
+    let mut batch = Vec::with_capacity(items.len());
+    for item in items {
+        let id = item.get("keyId").and_then(Value::as_str).ok_or_else(invalid)?;
+        let at = item.get("lastUsedAt").and_then(Value::as_i64).ok_or_else(invalid)?;
+        batch.push((crate::api_key::parse_key_id(id)?, at));
+    }
+    state.store.record_usage(&batch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangesParams {
+    epoch: Option<String>,
+    after: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    Query(p): Query<ChangesParams>,
+) -> Json<Changes> {
+    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0)).min(state.settings.change_feed_max_wait);
+    Json(
+        state
+            .changes
+            .wait_for(p.epoch.as_deref(), p.after.unwrap_or(0), wait)
+            .await,
+    )
+}
