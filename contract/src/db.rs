@@ -169,6 +169,23 @@ impl Database {
     }
 }
 
+/// Whether an error means the database is unreachable (a retryable `503`), as opposed to a
+/// bug or a constraint (a `500`).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Postgres classes 08 (connection exception) and 57P (operator intervention).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

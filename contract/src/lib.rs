@@ -4,6 +4,7 @@
 //! - [`error`]: the documented error envelope `{"error": "...", "message": "..."}` and its codes.
 //! - [`http`]: request-body parsing and router finishing shared by the axum services.
 //! - [`identity`]: the identity headers the gateway owns, strips from clients and injects.
+//! - [`page`]: `limit` and the opaque keyset cursor of every list endpoint.
 //! - [`settings`]: reading typed settings from the environment (invalid = exit 64).
 //! - [`telemetry`]: `tracing` set-up shared by every binary.
 //! - [`db`]: one place that decides how SQLite and Postgres are both supported.
@@ -17,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod page;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

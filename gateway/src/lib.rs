@@ -1,1 +1,116 @@
+//! ReconLayer Edge gateway: the pingora proxy every API request passes through.
+//!
+//! It authenticates (API key or Clerk session), resolves exactly one organization, replaces
+//! any client-sent identity headers with its own, and proxies to keys-service,
+//! audit-service, health-service or the default upstream.
+//!
+//! # Layout
+//! - [`settings`]: typed configuration from the environment.
+//! - [`path`]: the canonical request target (pingora normalizes nothing).
+//! - [`routes`]: route classes and where they go.
+//! - [`credential`]: reading `Authorization`; API-key shape and hash.
+//! - [`api_key`]: the moka cache in front of keys-service, with change-feed invalidation.
+//! - [`auth`]: authentication and route policy, from headers to a [`auth::Caller`].
+//! - [`identity`]: stripping and injecting identity headers.
+//! - [`proxy`]: the `ProxyHttp` glue.
+//! - [`background`]: change feed, usage flushing, upstream re-resolution.
 
+pub mod api_key;
+pub mod auth;
+pub mod background;
+pub mod credential;
+pub mod error;
+pub mod identity;
+pub mod keys_client;
+pub mod path;
+pub mod proxy;
+pub mod request_id;
+pub mod routes;
+pub mod settings;
+pub mod upstream;
+pub mod usage;
+
+use std::sync::Arc;
+
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+
+pub use settings::Settings;
+
+use api_key::{ApiKeyVerifier, CacheSettings};
+use keys_client::KeysClient;
+use upstream::Upstreams;
+use usage::UsageRecorder;
+
+/// Long-lived state shared by every request.
+pub struct GatewayState {
+    pub settings: Settings,
+    pub keys: ApiKeyVerifier,
+    pub usage: UsageRecorder,
+    pub upstreams: Upstreams,
+}
+
+impl GatewayState {
+    pub fn new(settings: Settings) -> Self {
+        let client = KeysClient::new(
+            settings.keys_service.authority.clone(),
+            settings.key_lookup_timeout,
+        );
+        let keys = ApiKeyVerifier::new(
+            client,
+            &CacheSettings {
+                capacity: settings.key_cache_capacity,
+                ttl: settings.key_cache_ttl,
+                negative_ttl: settings.key_negative_ttl,
+                unsynced_ttl: settings.key_cache_unsynced_ttl,
+                lookup_concurrency: settings.key_lookup_concurrency,
+                lookup_timeout: settings.key_lookup_timeout,
+            },
+        );
+        let upstreams = Upstreams::new(&settings);
+        Self {
+            settings,
+            keys,
+            usage: UsageRecorder::default(),
+            upstreams,
+        }
+    }
+}
+
+/// Build the pingora server and serve until SIGTERM (graceful) or SIGINT (fast).
+/// Blocks the calling thread; pingora owns its runtimes.
+pub fn run(settings: Settings) {
+    if settings.dev_bypass {
+        tracing::warn!(
+            "AUTH_DEV_BYPASS is ON: requests without Authorization are trusted by \
+             x-organization-id alone. Local development only."
+        );
+    }
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    let listen = settings.listen_addr.to_string();
+    let state = Arc::new(GatewayState::new(settings));
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        proxy::Gateway {
+            state: state.clone(),
+        },
+        "reconlayer-gateway",
+    );
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "gateway-background",
+        background::Background { state },
+    ));
+    tracing::info!(addr = %listen, "gateway listening");
+    server.run(RunArgs::default());
+}

@@ -35,20 +35,10 @@ impl From<ErrorResponse> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        // A pool that cannot hand out a connection, or a connection that broke, is the
-        // database being down: retryable 503, not a 500.
-        let connection_lost = matches!(&e, sqlx::Error::Database(db)
-            if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")));
-        if connection_lost {
-            return Self::Unavailable(e);
-        }
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e),
-            other => Self::Database(other),
+        if rl_contract::db::is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Database(e)
         }
     }
 }

@@ -7,12 +7,14 @@
 //! - [`api_key`]: key format, hashing and field validation.
 //! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
 //! - [`changes`]: the change feed gateways long-poll to drop cached keys at once.
+//! - [`relay`]: delivers the audit outbox to audit-service.
 //! - [`routes`]: the public `/v1/api-keys` API, the internal gateway API, probes.
 //! - [`error`]: the one error enum, mapped to the documented envelope.
 
 pub mod api_key;
 pub mod changes;
 pub mod error;
+pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -97,14 +99,26 @@ impl Application {
     ) -> Result<(), StartError> {
         let state = self.state.clone();
         let changes = state.changes.clone();
+        let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+        let relay = relay::Relay::new(
+            state.store.clone(),
+            &state.settings.audit_service_url,
+            state.relay.clone(),
+            state.settings.relay_max_backoff,
+        );
+        let relay_task = tokio::spawn(relay.run(relay_stopped));
         let app = routes::router(state);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 changes.close();
             })
             .await
-            .map_err(StartError::Serve)
+            .map_err(StartError::Serve);
+        // In-flight requests are done; flush what they wrote to the outbox.
+        stop_relay.send_replace(true);
+        let _ = relay_task.await;
+        served
     }
 }
 

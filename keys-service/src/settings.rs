@@ -15,6 +15,8 @@ pub const MAX_BODY_BYTES: &str = "KEYS_MAX_BODY_BYTES";
 pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
 pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 pub const CHANGE_FEED_MAX_WAIT_MS: &str = "KEYS_CHANGE_FEED_MAX_WAIT_MS";
+pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
+pub const RELAY_MAX_BACKOFF_MS: &str = "KEYS_AUDIT_RELAY_MAX_BACKOFF_MS";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,6 +25,9 @@ pub struct Settings {
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
     pub change_feed_max_wait: Duration,
+    /// Where the outbox relay delivers audit events (`http://host:port`).
+    pub audit_service_url: String,
+    pub relay_max_backoff: Duration,
 }
 
 impl Settings {
@@ -40,6 +45,10 @@ impl Settings {
             },
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 16 * 1024)?,
             change_feed_max_wait: settings::millis(CHANGE_FEED_MAX_WAIT_MS, 25_000)?,
+            audit_service_url: settings::string(AUDIT_SERVICE_URL, "http://127.0.0.1:8082")
+                .trim_end_matches('/')
+                .to_owned(),
+            relay_max_backoff: settings::millis(RELAY_MAX_BACKOFF_MS, 30_000)?,
         })
     }
 
@@ -51,6 +60,8 @@ impl Settings {
             pool: PoolSettings::default(),
             max_body_bytes: 16 * 1024,
             change_feed_max_wait: Duration::from_secs(25),
+            audit_service_url: "http://127.0.0.1:9".to_owned(),
+            relay_max_backoff: Duration::from_millis(500),
         }
     }
 }

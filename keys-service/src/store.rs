@@ -2,9 +2,8 @@
 //! audit event into `audit_outbox` in the same transaction, so a key change and its audit
 //! event are committed together or not at all.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rl_contract::db::{Backend, Database, MigrationSource};
+use rl_contract::page::Cursor;
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
@@ -74,30 +73,6 @@ pub struct AuditEvent {
     pub actor: String,
     pub message: String,
     pub metadata: Value,
-}
-
-/// The position after the last item of a page: (created_at, id), newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: i64,
-    pub id: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.created_at, self.id))
-    }
-
-    pub fn decode(s: &str) -> Option<Self> {
-        let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        let (t, id) = raw.split_once(':')?;
-        let id = uuid::Uuid::try_parse(id).ok()?.hyphenated().to_string();
-        Some(Self {
-            created_at: t.parse().ok()?,
-            id,
-        })
-    }
 }
 
 /// What the gateway needs to authenticate a request with a key.
@@ -213,7 +188,7 @@ impl Store {
                      ORDER BY created_at DESC, id DESC LIMIT $4"
                 )))
                 .bind(organization_id)
-                .bind(c.created_at)
+                .bind(c.at)
                 .bind(&c.id)
                 .bind(fetch)
                 .fetch_all(&self.db.pool)
@@ -227,7 +202,7 @@ impl Store {
         let next = if records.len() > limit as usize {
             records.truncate(limit as usize);
             records.last().map(|r| Cursor {
-                created_at: r.created_at,
+                at: r.created_at,
                 id: r.id.clone(),
             })
         } else {
@@ -397,6 +372,87 @@ impl Store {
     }
 }
 
+/// An outbox row ready to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub seq: i64,
+    pub event: Value,
+}
+
+impl Store {
+    /// The oldest undelivered events, as audit-service's ingestion expects them.
+    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxItem>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, organization_id, occurred_at, actor, event_type, message, \
+             resource_type, resource_id, metadata FROM audit_outbox ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let metadata: String = row.try_get("metadata")?;
+                let occurred_at: i64 = row.try_get("occurred_at")?;
+                let message: Option<String> = row.try_get("message")?;
+                Ok(OutboxItem {
+                    seq: row.try_get("seq")?,
+                    event: json!({
+                        "id": row.try_get::<String, _>("event_id")?,
+                        "organizationId": row.try_get::<String, _>("organization_id")?,
+                        "occurredAt": rl_contract::time_fmt::format_ms(occurred_at),
+                        "actor": row.try_get::<String, _>("actor")?,
+                        "eventType": row.try_get::<String, _>("event_type")?,
+                        "message": message,
+                        "resourceType": row.try_get::<String, _>("resource_type")?,
+                        "resourceId": row.try_get::<String, _>("resource_id")?,
+                        "metadata": serde_json::from_str::<Value>(&metadata)
+                            .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    /// Remove exactly the delivered rows. (Not `seq <= max`: on Postgres a lower sequence
+    /// number can commit after a higher one, and must not be deleted unseen.)
+    pub async fn outbox_delete(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut q: sqlx::QueryBuilder<Any> =
+            sqlx::QueryBuilder::new("DELETE FROM audit_outbox WHERE seq IN (");
+        let mut sep = q.separated(", ");
+        for s in seqs {
+            sep.push_bind(*s);
+        }
+        q.push(")");
+        q.build().execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    pub async fn outbox_mark_attempt(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut q: sqlx::QueryBuilder<Any> =
+            sqlx::QueryBuilder::new("UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (");
+        let mut sep = q.separated(", ");
+        for s in seqs {
+            sep.push_bind(*s);
+        }
+        q.push(")");
+        q.build().execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    pub async fn outbox_backlog(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_outbox")
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")
+    }
+}
+
 fn scopes_json(scopes: &[String]) -> String {
     Value::from(scopes.to_vec()).to_string()
 }
@@ -447,21 +503,4 @@ async fn insert_outbox(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor {
-            created_at: 1_700_000_000_123,
-            id: "0195d6b2-c0a8-7e1f-9a3b-2c4d5e6f7a8b".into(),
-        };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        assert_eq!(Cursor::decode("!!!"), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12:not-a-uuid")), None);
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode("x:0195d6b2-c0a8-7e1f-9a3b-2c4d5e6f7a8b")), None);
-    }
 }

@@ -15,10 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::api_key::{self, NewKey};
 use crate::error::ApiError;
-use crate::store::{Cursor, KeyRecord, NewKeyRequest};
-
-pub const DEFAULT_PAGE: u32 = 50;
-pub const MAX_PAGE: u32 = 100;
+use crate::store::{KeyRecord, NewKeyRequest};
+use rl_contract::page::{self, Cursor};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -93,18 +91,6 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_PAGE);
-    };
-    raw.parse::<u32>()
-        .ok()
-        .filter(|n| (1..=MAX_PAGE).contains(n))
-        .ok_or_else(|| {
-            ApiError::InvalidRequest("limit must be an integer from 1 to 100.".to_owned())
-        })
-}
-
 async fn list(
     State(state): State<AppState>,
     Manager(caller): Manager,
@@ -112,14 +98,11 @@ async fn list(
 ) -> Result<Json<Page>, ApiError> {
     let Query(params) = params
         .map_err(|_| ApiError::InvalidRequest("Malformed query string.".to_owned()))?;
-    let limit = parse_limit(params.limit.as_deref())?;
+    let limit = page::parse_limit(params.limit.as_deref())?;
     let cursor = params
         .cursor
         .as_deref()
-        .map(|c| {
-            Cursor::decode(c)
-                .ok_or_else(|| ApiError::InvalidRequest("cursor is not valid.".to_owned()))
-        })
+        .map(|c| Cursor::decode(c, |id| api_key::parse_key_id(id).is_ok_and(|p| p == id)))
         .transpose()?;
     let (records, next) = state
         .store

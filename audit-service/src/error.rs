@@ -1,0 +1,56 @@
+//! The one error type of audit-service, mapped to the documented envelope.
+
+use axum::response::{IntoResponse, Response};
+use rl_contract::error::{ErrorCode, ErrorResponse, messages};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("missing identity")]
+    Unauthenticated,
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("{}", .0.message)]
+    Envelope(ErrorResponse),
+}
+
+impl From<ErrorResponse> for ApiError {
+    fn from(e: ErrorResponse) -> Self {
+        Self::Envelope(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if rl_contract::db::is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, message) = match &self {
+            Self::Envelope(e) => (e.code, e.message.clone()),
+            Self::InvalidRequest(m) => (ErrorCode::InvalidRequest, m.clone()),
+            Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                (
+                    ErrorCode::ServiceUnavailable,
+                    "The audit store is temporarily unavailable. Retry shortly.".to_owned(),
+                )
+            }
+            Self::Database(e) => {
+                tracing::error!(error = ?e, "database error");
+                (ErrorCode::InternalError, "An internal error occurred.".to_owned())
+            }
+        };
+        ErrorResponse::new(code, message).into_response()
+    }
+}

@@ -1,0 +1,50 @@
+//! audit-service settings, read once from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rl_contract::db::{PoolSettings, sqlite_url};
+use rl_contract::settings::{self, SettingsError};
+
+pub const LISTEN_ADDR: &str = "AUDIT_LISTEN_ADDR";
+pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const AUDIT_DATABASE_URL: &str = "AUDIT_DATABASE_URL";
+pub const DATA_DIR: &str = "DATA_DIR";
+pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
+pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub database_url: String,
+    pub pool: PoolSettings,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let data_dir = PathBuf::from(settings::string(DATA_DIR, "./data"));
+        let database_url = settings::raw(AUDIT_DATABASE_URL)
+            .or_else(|| settings::raw(DATABASE_URL))
+            .unwrap_or_else(|| sqlite_url(&data_dir, "audit.db"));
+        Ok(Self {
+            listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8082).into())?,
+            database_url,
+            pool: PoolSettings {
+                max_connections: settings::parse(DB_MAX_CONNECTIONS, 10)?,
+                acquire_timeout: settings::millis(DB_ACQUIRE_TIMEOUT_MS, 3000)?,
+            },
+            max_body_bytes: settings::parse(MAX_BODY_BYTES, 4 * 1024 * 1024)?,
+        })
+    }
+
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            listen_addr: ([127, 0, 0, 1], 0).into(),
+            database_url: database_url.into(),
+            pool: PoolSettings::default(),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}

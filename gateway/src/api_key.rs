@@ -1,0 +1,343 @@
+//! API-key verification: shape check, SHA-256, moka cache, keys-service.
+//!
+//! # Freshness
+//! Cached records are dropped when keys-service's change feed names their hash, so a
+//! revoked key is refused within the feed's latency, not after a TTL. A lookup that was in
+//! flight when the change arrived must not re-insert the old record: every entry remembers
+//! the invalidation generation at which its fetch *started*, and an entry older than an
+//! invalidation of its hash (or a full reset) is treated as absent.
+//!
+//! While the feed is disconnected, entries older than a short "unsynced" TTL are refreshed
+//! before use; if keys-service cannot be reached for the refresh, the cached record keeps
+//! serving until its normal TTL (no revocation can have happened through a keys-service
+//! nobody can reach). An entry dropped by an explicit invalidation is never served stale.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use tokio::sync::Semaphore;
+
+use crate::credential::{is_well_formed_api_key, key_hash};
+use crate::keys_client::{KeyRecord, KeysClient, KeysError};
+
+pub type Hash = [u8; 32];
+
+/// A verified key, as the proxy injects it.
+#[derive(Debug)]
+pub struct VerifiedKey {
+    pub id: String,
+    pub organization_id: String,
+    /// Comma-joined, ready for the `x-api-key-scopes` header.
+    pub scopes_header: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<KeyRecord> for VerifiedKey {
+    fn from(r: KeyRecord) -> Self {
+        Self {
+            scopes_header: r.scopes.join(","),
+            id: r.id,
+            organization_id: r.organization_id,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: Option<Arc<VerifiedKey>>,
+    fetched_gen: u64,
+    fetched_at: Instant,
+}
+
+/// Why a key was refused: bounded labels for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Malformed,
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Valid(Arc<VerifiedKey>),
+    Invalid(Rejection),
+    /// keys-service could not answer and nothing usable is cached: `503`, retryable.
+    Unavailable,
+}
+
+struct TtlPolicy {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl Expiry<Hash, Arc<Entry>> for TtlPolicy {
+    fn expire_after_create(
+        &self,
+        _key: &Hash,
+        value: &Arc<Entry>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if value.key.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+pub struct CacheSettings {
+    pub capacity: u64,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub unsynced_ttl: Duration,
+    pub lookup_concurrency: usize,
+    pub lookup_timeout: Duration,
+}
+
+pub struct ApiKeyVerifier {
+    cache: moka::future::Cache<Hash, Arc<Entry>>,
+    /// Hash → the generation at which it was last invalidated.
+    invalidated: moka::sync::Cache<Hash, u64>,
+    generation: AtomicU64,
+    reset_generation: AtomicU64,
+    synced: AtomicBool,
+    unsynced_ttl: Duration,
+    lookup_permits: Semaphore,
+    lookup_timeout: Duration,
+    client: KeysClient,
+}
+
+impl ApiKeyVerifier {
+    pub fn new(client: KeysClient, s: &CacheSettings) -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(s.capacity)
+                .expire_after(TtlPolicy {
+                    positive: s.ttl,
+                    negative: s.negative_ttl,
+                })
+                .build(),
+            invalidated: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(120))
+                .build(),
+            generation: AtomicU64::new(0),
+            reset_generation: AtomicU64::new(0),
+            synced: AtomicBool::new(false),
+            unsynced_ttl: s.unsynced_ttl,
+            lookup_permits: Semaphore::new(s.lookup_concurrency.max(1)),
+            lookup_timeout: s.lookup_timeout,
+            client,
+        }
+    }
+
+    pub fn client(&self) -> &KeysClient {
+        &self.client
+    }
+
+    /// Drop one key's cached record (its hash arrived on the change feed).
+    pub async fn invalidate(&self, hash: Hash) {
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.invalidated.insert(hash, g);
+        self.cache.invalidate(&hash).await;
+    }
+
+    /// Drop everything (the feed said `reset`: a restart, or we fell behind).
+    pub fn invalidate_all(&self) {
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.reset_generation.store(g, Ordering::SeqCst);
+        self.cache.invalidate_all();
+    }
+
+    pub fn set_synced(&self, synced: bool) {
+        self.synced.store(synced, Ordering::SeqCst);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    fn invalidated_since(&self, hash: &Hash, entry: &Entry) -> bool {
+        entry.fetched_gen < self.reset_generation.load(Ordering::SeqCst)
+            || self
+                .invalidated
+                .get(hash)
+                .is_some_and(|g| g > entry.fetched_gen)
+    }
+
+    async fn fetch(&self, hash: Hash, request_id: Option<&str>) -> Result<Arc<Entry>, KeysError> {
+        let fetched_gen = self.generation.load(Ordering::SeqCst);
+        let fetched_at = Instant::now();
+        let _permit = tokio::time::timeout(self.lookup_timeout, self.lookup_permits.acquire())
+            .await
+            .map_err(|_| KeysError::Timeout)?
+            .map_err(|_| KeysError::Timeout)?;
+        let record = self.client.lookup(&hex::encode(hash), request_id).await?;
+        Ok(Arc::new(Entry {
+            key: record.map(|r| Arc::new(VerifiedKey::from(r))),
+            fetched_gen,
+            fetched_at,
+        }))
+    }
+
+    /// Verify a bearer token that starts with `rl_live_`.
+    pub async fn verify(&self, token: &str, now_ms: i64, request_id: Option<&str>) -> Outcome {
+        if !is_well_formed_api_key(token) {
+            return Outcome::Invalid(Rejection::Malformed);
+        }
+        let hash = key_hash(token);
+        for _ in 0..3 {
+            let entry = match self
+                .cache
+                .try_get_with(hash, self.fetch(hash, request_id))
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "api key lookup failed");
+                    return Outcome::Unavailable;
+                }
+            };
+            if self.invalidated_since(&hash, &entry) {
+                self.cache.invalidate(&hash).await;
+                continue;
+            }
+            if !self.is_synced() && entry.fetched_at.elapsed() > self.unsynced_ttl {
+                return match self.fetch(hash, request_id).await {
+                    Ok(fresh) => {
+                        self.cache.insert(hash, fresh.clone()).await;
+                        evaluate(&fresh, now_ms)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refresh failed; serving cached record");
+                        evaluate(&entry, now_ms)
+                    }
+                };
+            }
+            return evaluate(&entry, now_ms);
+        }
+        Outcome::Unavailable
+    }
+}
+
+fn evaluate(entry: &Entry, now_ms: i64) -> Outcome {
+    match &entry.key {
+        None => Outcome::Invalid(Rejection::Unknown),
+        Some(k) if k.revoked_at.is_some() => Outcome::Invalid(Rejection::Revoked),
+        Some(k) if k.expires_at.is_some_and(|e| e <= now_ms) => Outcome::Invalid(Rejection::Expired),
+        Some(k) => Outcome::Valid(k.clone()),
+    }
+}
+
+/// Parse a hex hash from the change feed.
+pub fn parse_hash(hex_str: &str) -> Option<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_str, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: Option<VerifiedKey>) -> Entry {
+        Entry {
+            key: key.map(Arc::new),
+            fetched_gen: 0,
+            fetched_at: Instant::now(),
+        }
+    }
+
+    fn key(expires_at: Option<i64>, revoked_at: Option<i64>) -> VerifiedKey {
+        VerifiedKey {
+            id: "k".into(),
+            organization_id: "org".into(),
+            scopes_header: "a,b".into(),
+            expires_at,
+            revoked_at,
+        }
+    }
+
+    #[test]
+    fn expiry_is_checked_at_every_use() {
+        assert!(matches!(evaluate(&entry(None), 0), Outcome::Invalid(Rejection::Unknown)));
+        assert!(matches!(
+            evaluate(&entry(Some(key(None, Some(1)))), 0),
+            Outcome::Invalid(Rejection::Revoked)
+        ));
+        let e = entry(Some(key(Some(1_000), None)));
+        assert!(matches!(evaluate(&e, 999), Outcome::Valid(_)));
+        assert!(matches!(evaluate(&e, 1_000), Outcome::Invalid(Rejection::Expired)));
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_fetch_makes_its_result_stale() {
+        let v = ApiKeyVerifier::new(
+            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(50)),
+            &CacheSettings {
+                capacity: 10,
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(1),
+                unsynced_ttl: Duration::from_secs(1),
+                lookup_concurrency: 1,
+                lookup_timeout: Duration::from_millis(50),
+            },
+        );
+        let h = [7u8; 32];
+        let started = Entry {
+            fetched_gen: v.generation.load(Ordering::SeqCst),
+            ..entry(Some(key(None, None)))
+        };
+        v.invalidate(h).await;
+        assert!(v.invalidated_since(&h, &started));
+        let after = Entry {
+            fetched_gen: v.generation.load(Ordering::SeqCst),
+            ..entry(Some(key(None, None)))
+        };
+        assert!(!v.invalidated_since(&h, &after));
+        v.invalidate_all();
+        assert!(v.invalidated_since(&[1u8; 32], &after));
+    }
+
+    #[tokio::test]
+    async fn unreachable_keys_service_is_unavailable_not_invalid() {
+        let v = ApiKeyVerifier::new(
+            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(200)),
+            &CacheSettings {
+                capacity: 10,
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(1),
+                unsynced_ttl: Duration::from_secs(1),
+                lookup_concurrency: 4,
+                lookup_timeout: Duration::from_millis(200),
+            },
+        );
+        let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        assert!(matches!(v.verify(token, 0, None).await, Outcome::Unavailable));
+        assert!(matches!(
+            v.verify("rl_live_short", 0, None).await,
+            Outcome::Invalid(Rejection::Malformed)
+        ));
+    }
+}

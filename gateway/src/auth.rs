@@ -1,0 +1,139 @@
+//! Authentication and route policy: from request headers to exactly one organization.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use rl_contract::identity::{ORGANIZATION_ID, is_valid_organization_id};
+
+use crate::GatewayState;
+use crate::api_key::{Outcome, VerifiedKey};
+use crate::credential::{self, Credential, CredentialError};
+use crate::error::GatewayError;
+use crate::routes::Route;
+
+/// A signed-in dashboard user (a Clerk session, or the local-development bypass).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub organization_id: String,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub role: Option<String>,
+    pub permissions: Vec<String>,
+}
+
+/// Who the gateway decided the caller is.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    ApiKey(Arc<VerifiedKey>),
+    Session(Arc<SessionUser>),
+}
+
+impl Caller {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ApiKey(_) => "api_key",
+            Self::Session(_) => "session",
+        }
+    }
+}
+
+/// The user the local-development bypass acts as.
+pub const DEV_USER_ID: &str = "user_dev";
+
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+pub async fn authenticate(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    now_ms: i64,
+    request_id: &str,
+) -> Result<Caller, GatewayError> {
+    match credential::from_headers(headers) {
+        Err(CredentialError::Duplicate) => Err(GatewayError::BadRequest(
+            "Send exactly one Authorization header.".to_owned(),
+        )),
+        Err(CredentialError::NotBearer) => Err(GatewayError::MissingCredential),
+        Ok(None) if state.settings.dev_bypass => dev_bypass(headers),
+        Ok(None) => Err(GatewayError::MissingCredential),
+        Ok(Some(Credential::ApiKey(token))) => {
+            match state.keys.verify(token, now_ms, Some(request_id)).await {
+                Outcome::Valid(key) => Ok(Caller::ApiKey(key)),
+                Outcome::Invalid(reason) => Err(GatewayError::InvalidApiKey(reason)),
+                Outcome::Unavailable => Err(GatewayError::KeysUnavailable),
+            }
+        }
+        Ok(Some(Credential::Session(_token))) => Err(GatewayError::InvalidSession("unsupported")),
+    }
+}
+
+/// `AUTH_DEV_BYPASS=1` (never with `NODE_ENV=production`): a request without
+/// `Authorization` is identified by `x-organization-id` alone, as a signed-in developer.
+fn dev_bypass(headers: &HeaderMap) -> Result<Caller, GatewayError> {
+    if headers.get(ORGANIZATION_ID).is_none() {
+        return Err(GatewayError::MissingCredential);
+    }
+    let org = single_header(headers, ORGANIZATION_ID)
+        .filter(|o| is_valid_organization_id(o))
+        .ok_or(GatewayError::InvalidSession("bad_organization_header"))?;
+    Ok(Caller::Session(Arc::new(SessionUser {
+        organization_id: org.to_owned(),
+        user_id: DEV_USER_ID.to_owned(),
+        session_id: None,
+        role: Some("org:admin".to_owned()),
+        permissions: Vec::new(),
+    })))
+}
+
+/// What a route requires of an authenticated caller.
+pub fn authorize(route: Route, caller: &Caller) -> Result<(), GatewayError> {
+    match (route, caller) {
+        (Route::ApiKeys, Caller::ApiKey(_)) => Err(GatewayError::SessionRequired),
+        (Route::Unknown, _) => Err(GatewayError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn dev_bypass_needs_one_valid_organization() {
+        let mut h = HeaderMap::new();
+        assert_eq!(dev_bypass(&h).err(), Some(GatewayError::MissingCredential));
+        h.insert(ORGANIZATION_ID, HeaderValue::from_static("org dev"));
+        assert!(matches!(dev_bypass(&h), Err(GatewayError::InvalidSession(_))));
+        h.insert(ORGANIZATION_ID, HeaderValue::from_static("org_dev"));
+        let Ok(Caller::Session(user)) = dev_bypass(&h) else {
+            panic!("bypass should identify the developer");
+        };
+        assert_eq!(user.organization_id, "org_dev");
+        h.append(ORGANIZATION_ID, HeaderValue::from_static("org_other"));
+        assert!(dev_bypass(&h).is_err());
+    }
+
+    #[test]
+    fn api_keys_cannot_manage_keys() {
+        let key = Caller::ApiKey(Arc::new(VerifiedKey {
+            id: "k".into(),
+            organization_id: "o".into(),
+            scopes_header: String::new(),
+            expires_at: None,
+            revoked_at: None,
+        }));
+        assert_eq!(
+            authorize(Route::ApiKeys, &key),
+            Err(GatewayError::SessionRequired)
+        );
+        assert_eq!(authorize(Route::Api, &key), Ok(()));
+        assert_eq!(authorize(Route::Unknown, &key), Err(GatewayError::NotFound));
+    }
+}

@@ -1,0 +1,101 @@
+//! Work the gateway does beside requests: following keys-service's change feed (to drop
+//! cached keys the moment they change), flushing batched usage, re-resolving upstreams.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::GatewayState;
+use crate::api_key::parse_hash;
+
+const FEED_WAIT: Duration = Duration::from_secs(20);
+
+pub struct Background {
+    pub state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let feed = tokio::spawn(follow_changes(self.state.clone()));
+        let resolve = tokio::spawn(resolve_upstreams(self.state.clone()));
+        let mut flush = tokio::time::interval(self.state.settings.usage_flush_interval);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = flush.tick() => flush_usage(&self.state).await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        feed.abort();
+        resolve.abort();
+        // Nothing batched is lost on a graceful stop.
+        flush_usage(&self.state).await;
+        tracing::info!("gateway background work flushed");
+    }
+}
+
+async fn flush_usage(state: &GatewayState) {
+    let batch = state.usage.take();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = state.keys.client().report_usage(&batch).await {
+        tracing::warn!(error = %e, keys = batch.len(), "usage report failed; will retry");
+        state.usage.restore(batch);
+    }
+}
+
+/// Long-poll keys-service's change feed forever, reconnecting with capped backoff.
+async fn follow_changes(state: Arc<GatewayState>) {
+    let mut epoch: Option<String> = None;
+    let mut after = 0u64;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match state
+            .keys
+            .client()
+            .changes(epoch.as_deref(), after, FEED_WAIT)
+            .await
+        {
+            Ok(changes) => {
+                if changes.reset {
+                    state.keys.invalidate_all();
+                } else {
+                    for h in &changes.key_hashes {
+                        if let Some(hash) = parse_hash(h) {
+                            state.keys.invalidate(hash).await;
+                        }
+                    }
+                }
+                if !state.keys.is_synced() {
+                    tracing::info!("key change feed connected");
+                }
+                state.keys.set_synced(true);
+                epoch = Some(changes.epoch);
+                after = changes.seq;
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                if state.keys.is_synced() {
+                    tracing::warn!(error = %e, "key change feed lost; cached keys now refresh after a short TTL");
+                }
+                state.keys.set_synced(false);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn resolve_upstreams(state: Arc<GatewayState>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        for upstream in state.upstreams.all() {
+            upstream.refresh().await;
+        }
+    }
+}

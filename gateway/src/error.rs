@@ -1,0 +1,75 @@
+//! Every way the gateway refuses a request, mapped to the documented envelope.
+
+use rl_contract::error::{ErrorCode, messages};
+
+use crate::api_key::Rejection;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing bearer credential")]
+    MissingCredential,
+    #[error("invalid api key ({})", .0.label())]
+    InvalidApiKey(Rejection),
+    #[error("invalid session ({0})")]
+    InvalidSession(&'static str),
+    #[error("signed-in session required")]
+    SessionRequired,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("key verification unavailable")]
+    KeysUnavailable,
+    #[error("upstream unavailable")]
+    BadGateway,
+    #[error("upstream timed out")]
+    GatewayTimeout,
+}
+
+impl GatewayError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::InvalidRequest,
+            Self::MissingCredential | Self::InvalidApiKey(_) | Self::InvalidSession(_) => {
+                ErrorCode::Unauthorized
+            }
+            Self::SessionRequired | Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound => ErrorCode::NotFound,
+            Self::KeysUnavailable => ErrorCode::ServiceUnavailable,
+            Self::BadGateway => ErrorCode::BadGateway,
+            Self::GatewayTimeout => ErrorCode::GatewayTimeout,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m) | Self::Forbidden(m) => m,
+            Self::MissingCredential => messages::MISSING_BEARER,
+            Self::InvalidApiKey(_) => messages::INVALID_API_KEY,
+            Self::InvalidSession(_) => messages::INVALID_SESSION,
+            Self::SessionRequired => messages::SESSION_REQUIRED,
+            Self::NotFound => "No such route.",
+            Self::KeysUnavailable => "API key verification is temporarily unavailable. Retry shortly.",
+            Self::BadGateway => "The upstream service is unavailable.",
+            Self::GatewayTimeout => "The upstream service did not respond in time.",
+        }
+    }
+
+    /// A bounded label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::MissingCredential => "missing_credential",
+            Self::InvalidApiKey(r) => r.label(),
+            Self::InvalidSession(r) => r,
+            Self::SessionRequired => "session_required",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::BadGateway => "bad_gateway",
+            Self::GatewayTimeout => "gateway_timeout",
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The pingora `ProxyHttp` implementation. It stays short: the decisions are the plain
+//! functions in `path`, `routes`, `credential`, `auth` and `identity`.
+//!
+//! - `request_filter` decides: request id, framing, canonical target, route, identity,
+//!   policy. A refusal is written here and the request ends.
+//! - `upstream_peer` routes by route class.
+//! - `upstream_request_filter` writes the canonical target and the identity headers.
+//! - `fail_to_proxy` turns upstream failures into `502`/`504` in the envelope.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use rl_contract::ErrorBody;
+use rl_contract::identity::REQUEST_ID;
+
+use crate::GatewayState;
+use crate::auth::{self, Caller};
+use crate::error::GatewayError;
+use crate::path::{self, Target};
+use crate::request_id;
+use crate::routes::{self, Route};
+
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+}
+
+pub struct RequestCtx {
+    pub request_id: String,
+    pub started: Instant,
+    pub route: Route,
+    pub target: Option<Target>,
+    pub caller: Option<Caller>,
+    pub refusal: Option<&'static str>,
+}
+
+/// Write an error envelope as the whole response.
+pub async fn respond(
+    session: &mut Session,
+    error: &GatewayError,
+    request_id: &str,
+) -> Result<()> {
+    let code = error.code();
+    let body = Bytes::from(ErrorBody::new(code, error.message()).to_json());
+    let mut resp = ResponseHeader::build(code.status().as_u16(), Some(6))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    resp.insert_header(REQUEST_ID, request_id)?;
+    if code.status().as_u16() == 401 {
+        resp.insert_header("www-authenticate", "Bearer realm=\"reconlayer\"")?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+impl Gateway {
+    /// Everything `request_filter` decides, as a plain result.
+    async fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        let req = session.req_header();
+        let headers = &req.headers;
+        if headers.contains_key(http::header::TRANSFER_ENCODING)
+            && headers.contains_key(http::header::CONTENT_LENGTH)
+        {
+            return Err(GatewayError::BadRequest(
+                "Send Content-Length or Transfer-Encoding, not both.".to_owned(),
+            ));
+        }
+        let target = path::canonicalize(req.raw_path())
+            .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        ctx.route = routes::classify(&target.path);
+        ctx.target = Some(target);
+        if ctx.route == Route::Docs {
+            return Err(GatewayError::NotFound);
+        }
+        if ctx.route.is_public() {
+            return Ok(());
+        }
+        let now = rl_contract::time_fmt::now_ms();
+        let caller = auth::authenticate(&self.state, headers, now, &ctx.request_id).await?;
+        auth::authorize(ctx.route, &caller)?;
+        if let Caller::ApiKey(key) = &caller {
+            self.state.usage.record(&key.id, now);
+        }
+        ctx.caller = Some(caller);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            request_id: String::new(),
+            started: Instant::now(),
+            route: Route::Unknown,
+            target: None,
+            caller: None,
+            refusal: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.request_id = request_id::from_headers(&session.req_header().headers);
+        match self.decide(session, ctx).await {
+            Ok(()) => Ok(false),
+            Err(e) => {
+                ctx.refusal = Some(e.reason());
+                respond(session, &e, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let u = &self.state.upstreams;
+        let upstream = match ctx.route {
+            Route::Health => &u.health,
+            Route::ApiKeys => &u.keys,
+            Route::AuditEvents => &u.audit,
+            Route::Api | Route::Webhooks => &u.default,
+            Route::Docs | Route::Unknown => {
+                return Err(Error::explain(HTTPStatus(404), "route has no upstream"));
+            }
+        };
+        upstream.peer().ok_or_else(|| {
+            Error::explain(ConnectNoRoute, format!("{} is not resolvable", upstream.name))
+        })
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The path authorized is the path proxied: write the canonical target back.
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no decided target"))?;
+        upstream_request.set_raw_path(target.to_request_target().as_bytes())?;
+        crate::identity::strip(upstream_request);
+        if let Some(caller) = &ctx.caller {
+            crate::identity::inject(upstream_request, caller)?;
+        }
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let error = match e.etype() {
+            HTTPStatus(404) => Some(GatewayError::NotFound),
+            HTTPStatus(400) => Some(GatewayError::BadRequest("Malformed request.".to_owned())),
+            ConnectTimedout | ReadTimedout | WriteTimedout => Some(GatewayError::GatewayTimeout),
+            _ if e.esource() == &ErrorSource::Downstream => None,
+            _ => Some(GatewayError::BadGateway),
+        };
+        let mut error_code = 0;
+        if let Some(error) = error {
+            error_code = error.code().status().as_u16();
+            ctx.refusal = Some(error.reason());
+            if session.response_written().is_none()
+                && let Err(write_err) = respond(session, &error, &ctx.request_id).await
+            {
+                tracing::debug!(error = %write_err, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let method = session.req_header().method.as_str().to_owned();
+        tracing::info!(
+            request_id = %ctx.request_id,
+            method,
+            route = ctx.route.label(),
+            status,
+            credential = ctx.caller.as_ref().map_or("none", Caller::kind),
+            refusal = ctx.refusal.unwrap_or(""),
+            error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! Which route class a canonical path belongs to, and where it goes.
+//!
+//! Static segments match case-insensitively: `/V1/API-KEYS` is treated as the key
+//! management route (and refused for an API key), so a case-insensitive upstream can never
+//! be reached around a stricter policy.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `GET /health` → health-service. Public.
+    Health,
+    /// `/openapi.json`, `/openapi.yaml`, `/docs`: served by the gateway itself. Public.
+    Docs,
+    /// `/webhooks/*` → default upstream. Public, identity headers stripped.
+    Webhooks,
+    /// `/v1/api-keys*` → keys-service. Signed-in session only.
+    ApiKeys,
+    /// `/v1/audit-events*` → audit-service.
+    AuditEvents,
+    /// Every other `/v1/*` → default upstream.
+    Api,
+    /// Anything else: authenticated, then `404`.
+    Unknown,
+}
+
+impl Route {
+    pub fn is_public(self) -> bool {
+        matches!(self, Self::Health | Self::Docs | Self::Webhooks)
+    }
+
+    /// A short, bounded label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Docs => "docs",
+            Self::Webhooks => "webhooks",
+            Self::ApiKeys => "api_keys",
+            Self::AuditEvents => "audit_events",
+            Self::Api => "api",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+fn starts_with_ci(path: &str, prefix: &str) -> bool {
+    path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// `path` equals `prefix`, or continues it with `/`.
+fn under(path: &str, prefix: &str) -> bool {
+    starts_with_ci(path, prefix)
+        && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+}
+
+pub fn classify(path: &str) -> Route {
+    if path.eq_ignore_ascii_case("/health") {
+        Route::Health
+    } else if path.eq_ignore_ascii_case("/openapi.json")
+        || path.eq_ignore_ascii_case("/openapi.yaml")
+        || under(path, "/docs")
+    {
+        Route::Docs
+    } else if starts_with_ci(path, "/webhooks/") {
+        Route::Webhooks
+    } else if under(path, "/v1/api-keys") {
+        Route::ApiKeys
+    } else if under(path, "/v1/audit-events") {
+        Route::AuditEvents
+    } else if under(path, "/v1") {
+        Route::Api
+    } else {
+        Route::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify("/health"), Route::Health);
+        assert_eq!(classify("/health/x"), Route::Unknown);
+        assert_eq!(classify("/openapi.json"), Route::Docs);
+        assert_eq!(classify("/openapi.yaml"), Route::Docs);
+        assert_eq!(classify("/docs"), Route::Docs);
+        assert_eq!(classify("/docs/app.js"), Route::Docs);
+        assert_eq!(classify("/docsx"), Route::Unknown);
+        assert_eq!(classify("/webhooks/stripe"), Route::Webhooks);
+        assert_eq!(classify("/webhooks"), Route::Unknown);
+        assert_eq!(classify("/v1/api-keys"), Route::ApiKeys);
+        assert_eq!(classify("/v1/api-keys/"), Route::ApiKeys);
+        assert_eq!(classify("/v1/api-keys/abc"), Route::ApiKeys);
+        assert_eq!(classify("/V1/API-Keys"), Route::ApiKeys);
+        assert_eq!(classify("/v1/api-keysx"), Route::Api);
+        assert_eq!(classify("/v1/audit-events"), Route::AuditEvents);
+        assert_eq!(classify("/v1/payment-intents"), Route::Api);
+        assert_eq!(classify("/v1"), Route::Api);
+        assert_eq!(classify("/v2/x"), Route::Unknown);
+        assert_eq!(classify("/"), Route::Unknown);
+        assert_eq!(classify("/internal/v1/api-keys/lookup"), Route::Unknown);
+    }
+}

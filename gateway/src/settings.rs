@@ -1,0 +1,137 @@
+//! Gateway settings, read once from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rl_contract::settings::{self, SettingsError};
+
+pub const LISTEN_ADDR: &str = "GATEWAY_LISTEN_ADDR";
+pub const THREADS: &str = "GATEWAY_THREADS";
+pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
+pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
+pub const HEALTH_SERVICE_URL: &str = "HEALTH_SERVICE_URL";
+pub const DEFAULT_UPSTREAM_URL: &str = "DEFAULT_UPSTREAM_URL";
+pub const UPSTREAM_CONNECT_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS";
+pub const UPSTREAM_READ_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_READ_TIMEOUT_MS";
+pub const KEY_LOOKUP_TIMEOUT_MS: &str = "GATEWAY_KEY_LOOKUP_TIMEOUT_MS";
+pub const KEY_LOOKUP_CONCURRENCY: &str = "GATEWAY_KEY_LOOKUP_CONCURRENCY";
+pub const KEY_CACHE_CAPACITY: &str = "GATEWAY_KEY_CACHE_CAPACITY";
+pub const KEY_CACHE_TTL_MS: &str = "GATEWAY_KEY_CACHE_TTL_MS";
+pub const KEY_NEGATIVE_TTL_MS: &str = "GATEWAY_KEY_NEGATIVE_TTL_MS";
+pub const KEY_CACHE_UNSYNCED_TTL_MS: &str = "GATEWAY_KEY_CACHE_UNSYNCED_TTL_MS";
+pub const USAGE_FLUSH_INTERVAL_MS: &str = "GATEWAY_USAGE_FLUSH_INTERVAL_MS";
+pub const GRACE_PERIOD_SECONDS: &str = "GATEWAY_GRACE_PERIOD_SECONDS";
+pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS";
+pub const AUTH_DEV_BYPASS: &str = "AUTH_DEV_BYPASS";
+pub const NODE_ENV: &str = "NODE_ENV";
+
+/// An upstream as configured: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    /// `host:port`, resolved when the gateway starts and re-resolved in the background.
+    pub authority: String,
+}
+
+impl std::str::FromStr for UpstreamUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or("must start with http:// (TLS to upstreams is terminated by the mesh)")?;
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+            return Err("must be http://host:port with no path".into());
+        }
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Self { authority })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub threads: usize,
+    pub keys_service: UpstreamUrl,
+    pub audit_service: UpstreamUrl,
+    pub health_service: UpstreamUrl,
+    pub default_upstream: UpstreamUrl,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_read_timeout: Duration,
+    pub key_lookup_timeout: Duration,
+    pub key_lookup_concurrency: usize,
+    pub key_cache_capacity: u64,
+    pub key_cache_ttl: Duration,
+    pub key_negative_ttl: Duration,
+    /// While the change feed is not connected, cached keys live at most this long.
+    pub key_cache_unsynced_ttl: Duration,
+    pub usage_flush_interval: Duration,
+    pub grace_period_seconds: u64,
+    pub shutdown_timeout_seconds: u64,
+    /// The local-development bypass, already checked against `NODE_ENV`.
+    pub dev_bypass: bool,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let production = settings::raw(NODE_ENV).is_some_and(|v| v == "production");
+        let bypass_requested = settings::flag(AUTH_DEV_BYPASS, false)?;
+        if bypass_requested && production {
+            tracing::error!(
+                "AUTH_DEV_BYPASS is set but NODE_ENV=production: the bypass stays OFF; every \
+                 request must present a Bearer credential"
+            );
+        }
+        Ok(Self {
+            listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8080).into())?,
+            threads: settings::parse(THREADS, 2)?,
+            keys_service: settings::parse(KEYS_SERVICE_URL, url("127.0.0.1:8081"))?,
+            audit_service: settings::parse(AUDIT_SERVICE_URL, url("127.0.0.1:8082"))?,
+            health_service: settings::parse(HEALTH_SERVICE_URL, url("127.0.0.1:8083"))?,
+            default_upstream: settings::parse(DEFAULT_UPSTREAM_URL, url("127.0.0.1:8090"))?,
+            upstream_connect_timeout: settings::millis(UPSTREAM_CONNECT_TIMEOUT_MS, 2_000)?,
+            upstream_read_timeout: settings::millis(UPSTREAM_READ_TIMEOUT_MS, 30_000)?,
+            key_lookup_timeout: settings::millis(KEY_LOOKUP_TIMEOUT_MS, 2_000)?,
+            key_lookup_concurrency: settings::parse(KEY_LOOKUP_CONCURRENCY, 64)?,
+            key_cache_capacity: settings::parse(KEY_CACHE_CAPACITY, 1_000_000)?,
+            key_cache_ttl: settings::millis(KEY_CACHE_TTL_MS, 300_000)?,
+            key_negative_ttl: settings::millis(KEY_NEGATIVE_TTL_MS, 10_000)?,
+            key_cache_unsynced_ttl: settings::millis(KEY_CACHE_UNSYNCED_TTL_MS, 5_000)?,
+            usage_flush_interval: settings::millis(USAGE_FLUSH_INTERVAL_MS, 10_000)?,
+            grace_period_seconds: settings::parse(GRACE_PERIOD_SECONDS, 5)?,
+            shutdown_timeout_seconds: settings::parse(SHUTDOWN_TIMEOUT_SECONDS, 10)?,
+            dev_bypass: bypass_requested && !production,
+        })
+    }
+}
+
+fn url(authority: &str) -> UpstreamUrl {
+    UpstreamUrl {
+        authority: authority.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            "http://keys:8081".parse::<UpstreamUrl>().expect("ok").authority,
+            "keys:8081"
+        );
+        assert_eq!(
+            "http://keys/".parse::<UpstreamUrl>().expect("ok").authority,
+            "keys:80"
+        );
+        assert!("https://keys:8081".parse::<UpstreamUrl>().is_err());
+        assert!("http://keys:8081/path".parse::<UpstreamUrl>().is_err());
+        assert!("keys:8081".parse::<UpstreamUrl>().is_err());
+    }
+}

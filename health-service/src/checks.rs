@@ -1,0 +1,152 @@
+//! The dependency checks behind `/health`, and the short-lived cached report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rl_contract::time_fmt::{format_ms, now_ms};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    pub status: Status,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    pub status: Status,
+    pub checked_at: String,
+    pub last_successful_check_at: Option<String>,
+    pub checks: BTreeMap<&'static str, CheckResult>,
+}
+
+/// One dependency: a name, whether the API is down without it, and its readiness URL.
+struct Dependency {
+    name: &'static str,
+    critical: bool,
+    url: String,
+}
+
+struct Cached {
+    at: Instant,
+    report: HealthReport,
+}
+
+pub struct Monitor {
+    client: reqwest::Client,
+    deps: Vec<Dependency>,
+    timeout: Duration,
+    ttl: Duration,
+    cached: Mutex<Option<Cached>>,
+    last_ok: std::sync::Mutex<Option<i64>>,
+}
+
+impl Monitor {
+    pub fn new(s: &Settings) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(s.check_timeout)
+            .connect_timeout(s.check_timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            client,
+            deps: vec![
+                Dependency {
+                    // Without keys-service no API key can be verified: the API is down.
+                    name: "keys_service",
+                    critical: true,
+                    url: format!("{}/readyz", s.keys_service_url),
+                },
+                Dependency {
+                    // Without audit-service the feed is unavailable; the API still serves.
+                    name: "audit_service",
+                    critical: false,
+                    url: format!("{}/readyz", s.audit_service_url),
+                },
+            ],
+            timeout: s.check_timeout,
+            ttl: s.cache_ttl,
+            cached: Mutex::new(None),
+            last_ok: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn check(&self, dep: &Dependency) -> CheckResult {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.client.get(&dep.url).send()).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let error = match outcome {
+            Ok(Ok(r)) if r.status().is_success() => None,
+            Ok(Ok(_)) => Some("not ready"),
+            Ok(Err(e)) if e.is_timeout() => Some("timeout"),
+            Ok(Err(_)) => Some("unreachable"),
+            Err(_) => Some("timeout"),
+        };
+        CheckResult {
+            status: if error.is_none() { Status::Ok } else { Status::Down },
+            latency_ms,
+            error,
+        }
+    }
+
+    async fn run_checks(&self) -> HealthReport {
+        let results = futures::future::join_all(
+            self.deps.iter().map(|d| async move { (d, self.check(d).await) }),
+        )
+        .await;
+        let mut status = Status::Ok;
+        let mut checks = BTreeMap::new();
+        for (dep, result) in results {
+            if result.status != Status::Ok {
+                status = match (status, dep.critical) {
+                    (_, true) | (Status::Down, _) => Status::Down,
+                    _ => Status::Degraded,
+                };
+            }
+            checks.insert(dep.name, result);
+        }
+        let now = now_ms();
+        let mut last_ok = self.last_ok.lock().unwrap_or_else(|p| p.into_inner());
+        if status == Status::Ok {
+            *last_ok = Some(now);
+        }
+        HealthReport {
+            status,
+            checked_at: format_ms(now),
+            last_successful_check_at: last_ok.map(format_ms),
+            checks,
+        }
+    }
+
+    /// The current report: reused while younger than the cache interval; otherwise one
+    /// caller runs the checks while the others wait for its result.
+    pub async fn report(&self) -> HealthReport {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.at.elapsed() < self.ttl
+        {
+            return c.report.clone();
+        }
+        let report = self.run_checks().await;
+        *cached = Some(Cached {
+            at: Instant::now(),
+            report: report.clone(),
+        });
+        report
+    }
+}

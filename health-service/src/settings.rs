@@ -1,0 +1,37 @@
+//! health-service settings, read once from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rl_contract::settings::{self, SettingsError};
+
+pub const LISTEN_ADDR: &str = "HEALTH_LISTEN_ADDR";
+pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
+pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
+pub const CHECK_TIMEOUT_MS: &str = "HEALTH_CHECK_TIMEOUT_MS";
+pub const CACHE_TTL_MS: &str = "HEALTH_CACHE_TTL_MS";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen_addr: SocketAddr,
+    pub keys_service_url: String,
+    pub audit_service_url: String,
+    pub check_timeout: Duration,
+    pub cache_ttl: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Ok(Self {
+            listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8083).into())?,
+            keys_service_url: base_url(KEYS_SERVICE_URL, "http://127.0.0.1:8081"),
+            audit_service_url: base_url(AUDIT_SERVICE_URL, "http://127.0.0.1:8082"),
+            check_timeout: settings::millis(CHECK_TIMEOUT_MS, 1_000)?,
+            cache_ttl: settings::millis(CACHE_TTL_MS, 2_000)?,
+        })
+    }
+}
+
+fn base_url(name: &'static str, default: &str) -> String {
+    settings::string(name, default).trim_end_matches('/').to_owned()
+}

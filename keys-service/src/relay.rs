@@ -1,0 +1,117 @@
+//! The audit relay: delivers outbox rows to audit-service, oldest first, with retries and
+//! capped exponential backoff. A row is deleted only after audit-service accepted its
+//! batch; audit-service ingests idempotently by event id, so a batch delivered twice (a
+//! crash between accept and delete, or two replicas relaying) is stored once. Key
+//! management never waits for any of this.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::store::Store;
+
+const BATCH: i64 = 200;
+const IDLE_POLL: Duration = Duration::from_secs(2);
+
+pub struct Relay {
+    pub store: Store,
+    pub client: reqwest::Client,
+    pub endpoint: String,
+    pub wake: Arc<Notify>,
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("outbox read: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("delivery: {0}")]
+    Delivery(String),
+}
+
+impl Relay {
+    pub fn new(store: Store, audit_service_url: &str, wake: Arc<Notify>, max_backoff: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            store,
+            client,
+            endpoint: format!("{audit_service_url}/internal/v1/audit-events/batch"),
+            wake,
+            max_backoff,
+        }
+    }
+
+    /// Deliver one batch. Returns how many events were delivered.
+    async fn deliver_batch(&self) -> Result<usize, RelayError> {
+        let items = self.store.outbox_batch(BATCH).await?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let seqs: Vec<i64> = items.iter().map(|i| i.seq).collect();
+        let events: Vec<&serde_json::Value> = items.iter().map(|i| &i.event).collect();
+        let sent = self
+            .client
+            .post(&self.endpoint)
+            .json(&serde_json::json!({ "events": events }))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                self.store.outbox_delete(&seqs).await?;
+                Ok(seqs.len())
+            }
+            Ok(r) => {
+                let _ = self.store.outbox_mark_attempt(&seqs).await;
+                Err(RelayError::Delivery(format!("audit-service answered {}", r.status())))
+            }
+            Err(e) => {
+                let _ = self.store.outbox_mark_attempt(&seqs).await;
+                Err(RelayError::Delivery(e.to_string()))
+            }
+        }
+    }
+
+    /// Run until `shutdown` turns true, then make one last bounded attempt to drain.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.deliver_batch().await {
+                Ok(n) if n as i64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        () = self.wake.notified() => {},
+                        () = tokio::time::sleep(IDLE_POLL) => {},
+                        _ = shutdown.changed() => {},
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "audit relay: delivery failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {},
+                        _ = shutdown.changed() => {},
+                    }
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+            }
+        }
+        let drain = async {
+            while let Ok(n) = self.deliver_batch().await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+            tracing::warn!("audit relay: outbox not fully drained at shutdown; it will be on next start");
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The harness every black-box test uses: real binaries on free loopback ports, a fresh
+//! database per test (a SQLite file, or a Postgres database when `RL_TEST_POSTGRES_URL`
+//! is set), an in-process echo upstream, and process logs kept for failure reports.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const ORG: &str = "org_test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Instantiate an `async fn(Backend)` test for SQLite and for Postgres.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if $crate::common::postgres_admin_url().is_none() {
+                        eprintln!("SKIPPED: {} on Postgres (RL_TEST_POSTGRES_URL is not set)", stringify!($name));
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
+
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("RL_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The directory holding the workspace's built binaries (`target/debug`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A spawned binary, killed on drop; its stdout/stderr go to a log file.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    program: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, env: &[(String, String)], log_dir: &Path) -> Self {
+        let mut p = Self {
+            name: name.to_owned(),
+            child: None,
+            log: log_dir.join(format!("{name}.log")),
+            program: program.to_owned(),
+            env: env.to_vec(),
+        };
+        p.start();
+        p
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(&self.program);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn"));
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `within` for exit; returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh database for one test.
+pub async fn database(backend: Backend, dir: &Path, name: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display()),
+        Backend::Postgres => {
+            let admin = postgres_admin_url().expect("RL_TEST_POSTGRES_URL");
+            let db = format!("rl_test_{}", uuid::Uuid::new_v4().simple());
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&admin).await.expect("postgres admin");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&pool)
+                .await
+                .expect("create database");
+            pool.close().await;
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            format!("{base}/{db}")
+        }
+    }
+}
+
+/// Wait until `url` answers any HTTP status (or panic with the process logs).
+pub async fn wait_http(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        if !proc.is_running() {
+            panic!("{} exited during start:\n{}", proc.name, proc.logs());
+        }
+        if Instant::now() > deadline {
+            panic!("{} did not start:\n{}", proc.name, proc.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// An in-process HTTP server (the echo upstream, or a fake), stopped on drop.
+pub struct LocalServer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalServer {
+    pub async fn start(router: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+pub struct StackOptions {
+    pub backend: Backend,
+    pub dev_bypass: bool,
+    pub node_env: Option<&'static str>,
+    pub gateway_env: Vec<(String, String)>,
+    pub keys_env: Vec<(String, String)>,
+    /// Default upstream URL; `None` = the in-process echo server.
+    pub upstream_url: Option<String>,
+}
+
+impl StackOptions {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            dev_bypass: true,
+            node_env: None,
+            gateway_env: Vec::new(),
+            keys_env: Vec::new(),
+            upstream_url: None,
+        }
+    }
+}
+
+/// keys-service, audit-service and the gateway as real processes, plus an echo upstream.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    pub gateway_url: String,
+    pub keys_url: String,
+    pub audit_url: String,
+    pub keys_db: String,
+    pub audit_db: String,
+    pub health_url: String,
+    pub gateway: Proc,
+    pub keys: Proc,
+    pub audit: Proc,
+    pub health: Proc,
+    pub echo: LocalServer,
+}
+
+fn kv(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_owned(), v.into())
+}
+
+impl Stack {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(StackOptions::new(backend)).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let echo = LocalServer::start(e2e::echo_router()).await;
+        let keys_port = free_port();
+        let audit_port = free_port();
+        let gateway_port = free_port();
+        let health_port = free_port();
+        let health_url = format!("http://127.0.0.1:{health_port}");
+        let keys_url = format!("http://127.0.0.1:{keys_port}");
+        let audit_url = format!("http://127.0.0.1:{audit_port}");
+        let keys_db = database(opts.backend, dir.path(), "keys").await;
+        let audit_db = database(opts.backend, dir.path(), "audit").await;
+
+        let mut audit = Proc::spawn(
+            "audit-service",
+            &bin("audit-service"),
+            &[
+                kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
+                kv("DATABASE_URL", audit_db.clone()),
+            ],
+            dir.path(),
+        );
+        let mut keys_env = vec![
+            kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{keys_port}")),
+            kv("DATABASE_URL", keys_db.clone()),
+            kv("AUDIT_SERVICE_URL", audit_url.clone()),
+            kv("KEYS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
+        ];
+        keys_env.extend(opts.keys_env.iter().cloned());
+        let mut keys = Proc::spawn("keys-service", &bin("keys-service"), &keys_env, dir.path());
+        let mut health = Proc::spawn(
+            "health-service",
+            &bin("health-service"),
+            &[
+                kv("HEALTH_LISTEN_ADDR", format!("127.0.0.1:{health_port}")),
+                kv("KEYS_SERVICE_URL", keys_url.clone()),
+                kv("AUDIT_SERVICE_URL", audit_url.clone()),
+                kv("HEALTH_CACHE_TTL_MS", "200"),
+            ],
+            dir.path(),
+        );
+        wait_http(&client, &format!("{audit_url}/livez"), &mut audit).await;
+        wait_http(&client, &format!("{keys_url}/livez"), &mut keys).await;
+        wait_http(&client, &format!("{health_url}/livez"), &mut health).await;
+
+        let mut gw_env = vec![
+            kv("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gateway_port}")),
+            kv("GATEWAY_THREADS", "2"),
+            kv("KEYS_SERVICE_URL", keys_url.clone()),
+            kv("AUDIT_SERVICE_URL", audit_url.clone()),
+            kv("HEALTH_SERVICE_URL", health_url.clone()),
+            kv(
+                "DEFAULT_UPSTREAM_URL",
+                opts.upstream_url.clone().unwrap_or_else(|| echo.url()),
+            ),
+            kv("GATEWAY_GRACE_PERIOD_SECONDS", "0"),
+            kv("GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", "2"),
+        ];
+        if opts.dev_bypass {
+            gw_env.push(kv("AUTH_DEV_BYPASS", "1"));
+        }
+        if let Some(env) = opts.node_env {
+            gw_env.push(kv("NODE_ENV", env));
+        }
+        gw_env.extend(opts.gateway_env.iter().cloned());
+        let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+        let mut gateway = Proc::spawn("gateway", &bin("gateway"), &gw_env, dir.path());
+        wait_http(&client, &format!("{gateway_url}/"), &mut gateway).await;
+        Self {
+            dir,
+            client,
+            gateway_url,
+            keys_url,
+            audit_url,
+            keys_db,
+            audit_db,
+            health_url,
+            gateway,
+            keys,
+            audit,
+            health,
+            echo,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    /// A request through the gateway as the dev-bypass user of `org`.
+    pub fn as_dev(&self, method: reqwest::Method, path: &str, org: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-organization-id", org)
+    }
+
+    pub fn with_key(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(key)
+    }
+
+    /// Create a key for `org` through the gateway; returns the create response body.
+    pub async fn create_key(&self, org: &str, name: &str) -> Value {
+        let r = self
+            .as_dev(reqwest::Method::POST, "/v1/api-keys", org)
+            .json(&json!({"name": name, "scopes": ["payment_intents:read", "reconciliation_cases:read"]}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(r.status(), 201, "create failed");
+        r.json().await.expect("json")
+    }
+
+    pub fn all_logs(&self) -> String {
+        [&self.gateway, &self.keys, &self.audit, &self.health]
+            .iter()
+            .map(|p| p.logs())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Status and parsed JSON body of a response.
+pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Assert an error envelope with exactly these fields.
+pub fn assert_envelope(body: &Value, error: &str) {
+    let obj = body.as_object().unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(obj.get("error").and_then(Value::as_str), Some(error), "{body}");
+    assert!(
+        obj.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(obj.len(), 2, "envelope has extra fields: {body}");
+}
