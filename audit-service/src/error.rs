@@ -48,7 +48,10 @@ impl IntoResponse for ApiError {
             }
             Self::Database(e) => {
                 tracing::error!(error = ?e, "database error");
-                (ErrorCode::InternalError, "An internal error occurred.".to_owned())
+                (
+                    ErrorCode::InternalError,
+                    "An internal error occurred.".to_owned(),
+                )
             }
         };
         ErrorResponse::new(code, message).into_response()

@@ -52,7 +52,9 @@ fn field<'a>(obj: &'a Map<String, Value>, name: &str, index: usize) -> Result<&'
         Some(Value::String(_)) => Err(format!(
             "events[{index}].{name} must be 1-200 visible ASCII characters."
         )),
-        _ => Err(format!("events[{index}].{name} is required and must be a string.")),
+        _ => Err(format!(
+            "events[{index}].{name} is required and must be a string."
+        )),
     }
 }
 

@@ -47,7 +47,9 @@ fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let invalid = |m: String| ApiError::InvalidRequest(m);
     fn once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
         if slot.replace(value).is_some() {
-            return Err(ApiError::InvalidRequest(format!("{name} may be given only once.")));
+            return Err(ApiError::InvalidRequest(format!(
+                "{name} may be given only once."
+            )));
         }
         Ok(())
     }
@@ -78,11 +80,15 @@ fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         ("resourceId", &q.filter.resource_id),
     ] {
         if value.as_deref().is_some_and(|v| !is_identifier(v)) {
-            return Err(invalid(format!("{name} must be 1-200 visible ASCII characters.")));
+            return Err(invalid(format!(
+                "{name} must be 1-200 visible ASCII characters."
+            )));
         }
     }
     if q.filter.event_types.iter().any(|t| !is_identifier(t)) {
-        return Err(invalid("eventType must be 1-200 visible ASCII characters.".to_owned()));
+        return Err(invalid(
+            "eventType must be 1-200 visible ASCII characters.".to_owned(),
+        ));
     }
     let time = |name: &str, v: Option<String>| -> Result<Option<i64>, ApiError> {
         v.map(|s| {
@@ -172,7 +178,10 @@ mod tests {
              &occurredAfter=2026-01-01T00:00:00Z&unknown=1",
         ))
         .expect("valid");
-        assert_eq!(q.filter.event_types, vec!["api_key.created", "api_key.revoked"]);
+        assert_eq!(
+            q.filter.event_types,
+            vec!["api_key.created", "api_key.revoked"]
+        );
         assert_eq!(q.filter.actor.as_deref(), Some("user_1"));
         assert_eq!(q.limit.as_deref(), Some("5"));
         assert!(q.filter.occurred_after.is_some());

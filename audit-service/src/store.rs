@@ -51,7 +51,11 @@ impl Store {
 
     /// Insert a batch in one transaction; an id seen before is skipped, so a retried batch
     /// never duplicates.
-    pub async fn ingest(&self, events: &[AuditEvent], now: i64) -> Result<IngestResult, sqlx::Error> {
+    pub async fn ingest(
+        &self,
+        events: &[AuditEvent],
+        now: i64,
+    ) -> Result<IngestResult, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         let mut result = IngestResult::default();
         for e in events {
@@ -134,10 +138,7 @@ impl Store {
         q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ");
         q.push_bind(i64::from(limit) + 1);
         let rows = q.build().fetch_all(&self.db.pool).await?;
-        let mut events = rows
-            .iter()
-            .map(from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         let next = if events.len() > limit as usize {
             events.truncate(limit as usize);
             events.last().map(|e| Cursor {

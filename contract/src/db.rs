@@ -165,7 +165,10 @@ impl Database {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -198,7 +201,10 @@ mod tests {
             Some(Backend::Postgres)
         );
         assert_eq!(Backend::from_url("mysql://h/db"), None);
-        assert_eq!(sqlite_file("sqlite://./data/k.db?mode=rwc"), Some("./data/k.db"));
+        assert_eq!(
+            sqlite_file("sqlite://./data/k.db?mode=rwc"),
+            Some("./data/k.db")
+        );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
     }
 }

@@ -23,7 +23,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ErrorResponse::new(ErrorCode::PayloadTooLarge, "Request body is too large.")
             } else {
-                ErrorResponse::new(ErrorCode::InvalidRequest, "Could not read the request body.")
+                ErrorResponse::new(
+                    ErrorCode::InvalidRequest,
+                    "Could not read the request body.",
+                )
             }
         })?;
         parse_object(&bytes).map(JsonObject)
@@ -55,7 +58,10 @@ async fn not_found() -> ErrorResponse {
 }
 
 async fn method_not_allowed() -> ErrorResponse {
-    ErrorResponse::new(ErrorCode::MethodNotAllowed, "Method not allowed on this route.")
+    ErrorResponse::new(
+        ErrorCode::MethodNotAllowed,
+        "Method not allowed on this route.",
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -64,12 +70,17 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Add the shared fallbacks, the body limit and panic handling to a service's router.
-pub fn finish<S: Clone + Send + Sync + 'static>(router: Router<S>, max_body_bytes: usize) -> Router<S> {
+pub fn finish<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    max_body_bytes: usize,
+) -> Router<S> {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use tracing_subscriber::EnvFilter;
 /// Install the global subscriber once. Safe to call twice (the second call does nothing),
 /// which lets tests start services in-process.
 pub fn init(service: &'static str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let pretty = match std::env::var("LOG_FORMAT").ok().as_deref() {
         Some("json") => false,
         Some("pretty") => true,

@@ -20,7 +20,8 @@ pub fn format_ms(ms: i64) -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.format(&f).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+    t.format(&f)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
 }
 
 /// Parse RFC 3339 (any offset) into Unix milliseconds.

@@ -245,7 +245,9 @@ fn evaluate(entry: &Entry, now_ms: i64) -> Outcome {
     match &entry.key {
         None => Outcome::Invalid(Rejection::Unknown),
         Some(k) if k.revoked_at.is_some() => Outcome::Invalid(Rejection::Revoked),
-        Some(k) if k.expires_at.is_some_and(|e| e <= now_ms) => Outcome::Invalid(Rejection::Expired),
+        Some(k) if k.expires_at.is_some_and(|e| e <= now_ms) => {
+            Outcome::Invalid(Rejection::Expired)
+        }
         Some(k) => Outcome::Valid(k.clone()),
     }
 }
@@ -281,14 +283,20 @@ mod tests {
 
     #[test]
     fn expiry_is_checked_at_every_use() {
-        assert!(matches!(evaluate(&entry(None), 0), Outcome::Invalid(Rejection::Unknown)));
+        assert!(matches!(
+            evaluate(&entry(None), 0),
+            Outcome::Invalid(Rejection::Unknown)
+        ));
         assert!(matches!(
             evaluate(&entry(Some(key(None, Some(1)))), 0),
             Outcome::Invalid(Rejection::Revoked)
         ));
         let e = entry(Some(key(Some(1_000), None)));
         assert!(matches!(evaluate(&e, 999), Outcome::Valid(_)));
-        assert!(matches!(evaluate(&e, 1_000), Outcome::Invalid(Rejection::Expired)));
+        assert!(matches!(
+            evaluate(&e, 1_000),
+            Outcome::Invalid(Rejection::Expired)
+        ));
     }
 
     #[tokio::test]
@@ -334,7 +342,10 @@ mod tests {
             },
         );
         let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        assert!(matches!(v.verify(token, 0, None).await, Outcome::Unavailable));
+        assert!(matches!(
+            v.verify(token, 0, None).await,
+            Outcome::Unavailable
+        ));
         assert!(matches!(
             v.verify("rl_live_short", 0, None).await,
             Outcome::Invalid(Rejection::Malformed)

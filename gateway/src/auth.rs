@@ -110,7 +110,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(dev_bypass(&h).err(), Some(GatewayError::MissingCredential));
         h.insert(ORGANIZATION_ID, HeaderValue::from_static("org dev"));
-        assert!(matches!(dev_bypass(&h), Err(GatewayError::InvalidSession(_))));
+        assert!(matches!(
+            dev_bypass(&h),
+            Err(GatewayError::InvalidSession(_))
+        ));
         h.insert(ORGANIZATION_ID, HeaderValue::from_static("org_dev"));
         let Ok(Caller::Session(user)) = dev_bypass(&h) else {
             panic!("bypass should identify the developer");

@@ -91,14 +91,28 @@ mod tests {
         let h = headers(&[&format!("Bearer {KEY}")]);
         assert_eq!(from_headers(&h), Ok(Some(Credential::ApiKey(KEY))));
         let h = headers(&["bearer  eyJabc.def.ghi "]);
-        assert_eq!(from_headers(&h), Ok(Some(Credential::Session("eyJabc.def.ghi"))));
+        assert_eq!(
+            from_headers(&h),
+            Ok(Some(Credential::Session("eyJabc.def.ghi")))
+        );
         assert_eq!(from_headers(&HeaderMap::new()), Ok(None));
     }
 
     #[test]
     fn anything_but_one_bearer_is_refused() {
-        for v in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer    ", "Token abc", "Bearerabc"] {
-            assert_eq!(from_headers(&headers(&[v])), Err(CredentialError::NotBearer), "{v}");
+        for v in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "Token abc",
+            "Bearerabc",
+        ] {
+            assert_eq!(
+                from_headers(&headers(&[v])),
+                Err(CredentialError::NotBearer),
+                "{v}"
+            );
         }
         assert_eq!(
             from_headers(&headers(&["Bearer a", "Bearer b"])),
@@ -110,7 +124,7 @@ mod tests {
     fn api_key_shape() {
         assert!(is_well_formed_api_key(KEY));
         assert!(is_well_formed_api_key(
-            "rl_live_-_0123456789abcdefghijklmnopqrstuvwxyzABCDEE"
+            "rl_live_-_0123456789abcdefghijklmnopqrstuvwxyzABCDE"
         ));
         assert!(!is_well_formed_api_key("rl_live_"));
         assert!(!is_well_formed_api_key(&format!("{KEY}A")));
@@ -123,6 +137,8 @@ mod tests {
         assert!(!is_well_formed_api_key(
             "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"
         ));
-        assert!(!is_well_formed_api_key("rl_test_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(!is_well_formed_api_key(
+            "rl_test_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        ));
     }
 }

@@ -51,7 +51,9 @@ impl GatewayError {
             Self::InvalidSession(_) => messages::INVALID_SESSION,
             Self::SessionRequired => messages::SESSION_REQUIRED,
             Self::NotFound => "No such route.",
-            Self::KeysUnavailable => "API key verification is temporarily unavailable. Retry shortly.",
+            Self::KeysUnavailable => {
+                "API key verification is temporarily unavailable. Retry shortly."
+            }
             Self::BadGateway => "The upstream service is unavailable.",
             Self::GatewayTimeout => "The upstream service did not respond in time.",
         }

@@ -4,8 +4,8 @@
 
 use pingora::Result;
 use pingora::http::RequestHeader;
-use rl_contract::identity::{self as id, is_owned_header};
 use rl_contract::AuthType;
+use rl_contract::identity::{self as id, is_owned_header};
 
 use crate::auth::Caller;
 
@@ -60,11 +60,15 @@ mod tests {
     #[test]
     fn client_identity_is_replaced_by_the_keys_own() {
         let mut req = RequestHeader::build("GET", b"/v1/x", None).expect("request");
-        req.append_header("X-Organization-Id", "org_evil").expect("h");
-        req.append_header("x-organization-id", "org_evil2").expect("h");
+        req.append_header("X-Organization-Id", "org_evil")
+            .expect("h");
+        req.append_header("x-organization-id", "org_evil2")
+            .expect("h");
         req.append_header("X-API-KEY-ID", "forged").expect("h");
-        req.append_header("x-reconlayer-signature", "forged").expect("h");
-        req.append_header("authorization", "Bearer rl_live_secret").expect("h");
+        req.append_header("x-reconlayer-signature", "forged")
+            .expect("h");
+        req.append_header("authorization", "Bearer rl_live_secret")
+            .expect("h");
         req.append_header("accept", "application/json").expect("h");
         strip(&mut req);
         let caller = Caller::ApiKey(Arc::new(VerifiedKey {

@@ -39,11 +39,7 @@ pub struct RequestCtx {
 }
 
 /// Write an error envelope as the whole response.
-pub async fn respond(
-    session: &mut Session,
-    error: &GatewayError,
-    request_id: &str,
-) -> Result<()> {
+pub async fn respond(session: &mut Session, error: &GatewayError, request_id: &str) -> Result<()> {
     let code = error.code();
     let body = Bytes::from(ErrorBody::new(code, error.message()).to_json());
     let mut resp = ResponseHeader::build(code.status().as_u16(), Some(6))?;
@@ -61,15 +57,10 @@ pub async fn respond(
 impl Gateway {
     /// Everything `request_filter` decides, as a plain result.
     async fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+        // Framing (Content-Length vs Transfer-Encoding) is pingora's: with both, it drops
+        // Content-Length, reads chunked, and closes the connection after (RFC 9112 §6.3).
         let req = session.req_header();
         let headers = &req.headers;
-        if headers.contains_key(http::header::TRANSFER_ENCODING)
-            && headers.contains_key(http::header::CONTENT_LENGTH)
-        {
-            return Err(GatewayError::BadRequest(
-                "Send Content-Length or Transfer-Encoding, not both.".to_owned(),
-            ));
-        }
         let target = path::canonicalize(req.raw_path())
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         ctx.route = routes::classify(&target.path);
@@ -134,7 +125,10 @@ impl ProxyHttp for Gateway {
             }
         };
         upstream.peer().ok_or_else(|| {
-            Error::explain(ConnectNoRoute, format!("{} is not resolvable", upstream.name))
+            Error::explain(
+                ConnectNoRoute,
+                format!("{} is not resolvable", upstream.name),
+            )
         })
     }
 
@@ -198,9 +192,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method = session.req_header().method.as_str().to_owned();
         tracing::info!(
             request_id = %ctx.request_id,

@@ -31,7 +31,10 @@ mod tests {
         h.insert(REQUEST_ID, HeaderValue::from_static("bad id\"<script>"));
         assert_ne!(from_headers(&h), "bad id\"<script>");
         assert_eq!(from_headers(&h).len(), 36);
-        h.insert(REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).expect("ascii"));
+        h.insert(
+            REQUEST_ID,
+            HeaderValue::from_str(&"a".repeat(129)).expect("ascii"),
+        );
         assert_eq!(from_headers(&h).len(), 36);
     }
 }

@@ -42,7 +42,8 @@ impl Route {
 }
 
 fn starts_with_ci(path: &str, prefix: &str) -> bool {
-    path.len() >= prefix.len() && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// `path` equals `prefix`, or continues it with `/`.

@@ -43,7 +43,9 @@ impl std::str::FromStr for UpstreamUrl {
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
             return Err("must be http://host:port with no path".into());
         }
-        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             authority.to_owned()
         } else {
@@ -123,7 +125,10 @@ mod tests {
     #[test]
     fn upstream_urls() {
         assert_eq!(
-            "http://keys:8081".parse::<UpstreamUrl>().expect("ok").authority,
+            "http://keys:8081"
+                .parse::<UpstreamUrl>()
+                .expect("ok")
+                .authority,
             "keys:8081"
         );
         assert_eq!(

@@ -23,7 +23,11 @@ impl Upstream {
             .ok()
             .and_then(|mut a| a.next());
         if addr.is_none() {
-            tracing::warn!(upstream = name, authority, "cannot resolve upstream yet; will retry");
+            tracing::warn!(
+                upstream = name,
+                authority,
+                "cannot resolve upstream yet; will retry"
+            );
         }
         Self {
             name,

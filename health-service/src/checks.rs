@@ -98,7 +98,11 @@ impl Monitor {
             Err(_) => Some("timeout"),
         };
         CheckResult {
-            status: if error.is_none() { Status::Ok } else { Status::Down },
+            status: if error.is_none() {
+                Status::Ok
+            } else {
+                Status::Down
+            },
             latency_ms,
             error,
         }
@@ -106,7 +110,9 @@ impl Monitor {
 
     async fn run_checks(&self) -> HealthReport {
         let results = futures::future::join_all(
-            self.deps.iter().map(|d| async move { (d, self.check(d).await) }),
+            self.deps
+                .iter()
+                .map(|d| async move { (d, self.check(d).await) }),
         )
         .await;
         let mut status = Status::Ok;

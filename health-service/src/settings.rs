@@ -33,5 +33,7 @@ impl Settings {
 }
 
 fn base_url(name: &'static str, default: &str) -> String {
-    settings::string(name, default).trim_end_matches('/').to_owned()
+    settings::string(name, default)
+        .trim_end_matches('/')
+        .to_owned()
 }

@@ -188,7 +188,10 @@ mod tests {
         assert!(validate_name(Some(&json!("a\u{0}b"))).is_err());
         assert!(validate_name(Some(&json!("x".repeat(201)))).is_err());
         assert_eq!(
-            validate_name(Some(&json!("é".repeat(200)))).expect("200 chars").chars().count(),
+            validate_name(Some(&json!("é".repeat(200))))
+                .expect("200 chars")
+                .chars()
+                .count(),
             200
         );
     }

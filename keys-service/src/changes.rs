@@ -126,7 +126,9 @@ mod tests {
         let first = feed.wait_for(None, 0, Duration::ZERO).await;
         assert!(first.reset);
         let epoch = first.epoch.clone();
-        let quiet = feed.wait_for(Some(&epoch), first.seq, Duration::from_millis(10)).await;
+        let quiet = feed
+            .wait_for(Some(&epoch), first.seq, Duration::from_millis(10))
+            .await;
         assert!(!quiet.reset && quiet.key_hashes.is_empty());
         feed.publish("h1");
         feed.publish("h2");
@@ -142,7 +144,8 @@ mod tests {
         let feed = std::sync::Arc::new(ChangeFeed::new());
         let epoch = feed.wait_for(None, 0, Duration::ZERO).await.epoch;
         let f = feed.clone();
-        let waiter = tokio::spawn(async move { f.wait_for(Some(&epoch), 0, Duration::from_secs(10)).await });
+        let waiter =
+            tokio::spawn(async move { f.wait_for(Some(&epoch), 0, Duration::from_secs(10)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         feed.publish("h");
         let c = tokio::time::timeout(Duration::from_secs(2), waiter)

@@ -66,7 +66,8 @@ impl Application {
     /// Connect to the database, apply migrations and bind the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let db = Database::connect(&settings.database_url, &settings.pool).await?;
-        db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS).await?;
+        db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
+            .await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|e| StartError::Listen(settings.listen_addr, e))?;

@@ -31,7 +31,12 @@ enum RelayError {
 }
 
 impl Relay {
-    pub fn new(store: Store, audit_service_url: &str, wake: Arc<Notify>, max_backoff: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        audit_service_url: &str,
+        wake: Arc<Notify>,
+        max_backoff: Duration,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(2))
@@ -67,7 +72,10 @@ impl Relay {
             }
             Ok(r) => {
                 let _ = self.store.outbox_mark_attempt(&seqs).await;
-                Err(RelayError::Delivery(format!("audit-service answered {}", r.status())))
+                Err(RelayError::Delivery(format!(
+                    "audit-service answered {}",
+                    r.status()
+                )))
             }
             Err(e) => {
                 let _ = self.store.outbox_mark_attempt(&seqs).await;
@@ -110,8 +118,13 @@ impl Relay {
                 }
             }
         };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
-            tracing::warn!("audit relay: outbox not fully drained at shutdown; it will be on next start");
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "audit relay: outbox not fully drained at shutdown; it will be on next start"
+            );
         }
     }
 }

@@ -238,7 +238,8 @@ impl Store {
         now: i64,
     ) -> Result<Option<Updated>, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
-        let Some(before) = select_for_update(&mut tx, self.db.backend, organization_id, id).await? else {
+        let Some(before) = select_for_update(&mut tx, self.db.backend, organization_id, id).await?
+        else {
             return Ok(None);
         };
         let mut changes = serde_json::Map::new();
@@ -248,7 +249,10 @@ impl Store {
             after.name = name;
         }
         if let Some(scopes) = scopes.filter(|s| *s != before.scopes) {
-            changes.insert("scopes".into(), json!({"from": before.scopes, "to": scopes}));
+            changes.insert(
+                "scopes".into(),
+                json!({"from": before.scopes, "to": scopes}),
+            );
             after.scopes = scopes;
         }
         if changes.is_empty() {
@@ -296,7 +300,9 @@ impl Store {
         now: i64,
     ) -> Result<Option<Updated>, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
-        let Some(mut record) = select_for_update(&mut tx, self.db.backend, organization_id, id).await? else {
+        let Some(mut record) =
+            select_for_update(&mut tx, self.db.backend, organization_id, id).await?
+        else {
             return Ok(None);
         };
         if record.revoked_at.is_some() {
@@ -343,8 +349,7 @@ impl Store {
             Ok(LookupRecord {
                 id: row.try_get("id")?,
                 organization_id: row.try_get("organization_id")?,
-                scopes: serde_json::from_str(&scopes)
-                    .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                scopes: serde_json::from_str(&scopes).map_err(|e| sqlx::Error::Decode(e.into()))?,
                 expires_at: row.try_get("expires_at")?,
                 revoked_at: row.try_get("revoked_at")?,
             })
@@ -434,8 +439,9 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut q: sqlx::QueryBuilder<Any> =
-            sqlx::QueryBuilder::new("UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (");
+        let mut q: sqlx::QueryBuilder<Any> = sqlx::QueryBuilder::new(
+            "UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (",
+        );
         let mut sep = q.separated(", ");
         for s in seqs {
             sep.push_bind(*s);

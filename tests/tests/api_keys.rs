@@ -37,16 +37,31 @@ async fn create_returns_the_plaintext_once_with_the_documented_fields(backend: B
     assert_eq!(
         fields,
         [
-            "createdAt", "expiresAt", "id", "key", "lastUsedAt", "name", "prefix", "revokedAt",
-            "scopes", "status"
+            "createdAt",
+            "expiresAt",
+            "id",
+            "key",
+            "lastUsedAt",
+            "name",
+            "prefix",
+            "revokedAt",
+            "scopes",
+            "status"
         ]
     );
     let key = body["key"].as_str().unwrap();
     assert!(key.starts_with("rl_live_") && key.len() == 51, "{key}");
-    assert!(key[8..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        key[8..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     assert_eq!(body["prefix"], json!(&key[..16]));
     assert_eq!(body["status"], "active");
-    assert_eq!(body["scopes"], json!(["payment_intents:read", "custom:scope"]));
+    assert_eq!(
+        body["scopes"],
+        json!(["payment_intents:read", "custom:scope"])
+    );
     assert_eq!(body["expiresAt"], Value::Null);
     assert_eq!(body["revokedAt"], Value::Null);
     assert_eq!(body["lastUsedAt"], Value::Null);
@@ -79,7 +94,12 @@ async fn list_is_newest_first_paginated_and_never_shows_secrets(backend: Backend
     let stack = Stack::start(backend).await;
     let mut created = Vec::new();
     for i in 0..7 {
-        created.push(stack.create_key(ORG, &format!("k{i}")).await["id"].as_str().unwrap().to_owned());
+        created.push(
+            stack.create_key(ORG, &format!("k{i}")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     created.reverse(); // newest first
     let mut seen = Vec::new();
@@ -89,7 +109,8 @@ async fn list_is_newest_first_paginated_and_never_shows_secrets(backend: Backend
             Some(c) => format!("/v1/api-keys?limit=3&cursor={c}"),
             None => "/v1/api-keys?limit=3".to_owned(),
         };
-        let (status, page) = status_json(stack.as_dev(Method::GET, &path, ORG).send().await.unwrap()).await;
+        let (status, page) =
+            status_json(stack.as_dev(Method::GET, &path, ORG).send().await.unwrap()).await;
         assert_eq!(status, 200, "{page}");
         let data = page["data"].as_array().unwrap();
         assert!(data.len() <= 3);
@@ -132,18 +153,37 @@ async fn read_update_and_revoke(backend: Backend) {
 
     // Name only leaves scopes alone.
     let (_, renamed) = status_json(
-        stack.as_dev(Method::PATCH, &path, ORG).json(&json!({"name": "again"})).send().await.unwrap(),
+        stack
+            .as_dev(Method::PATCH, &path, ORG)
+            .json(&json!({"name": "again"}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(renamed["scopes"], json!(["imports:write"]));
 
-    let (s, revoked) = status_json(stack.as_dev(Method::DELETE, &path, ORG).send().await.unwrap()).await;
+    let (s, revoked) = status_json(
+        stack
+            .as_dev(Method::DELETE, &path, ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200, "{revoked}");
     assert_eq!(revoked["status"], "revoked");
     let revoked_at = revoked["revokedAt"].as_str().unwrap().to_owned();
 
     // Revoking again changes nothing and does not fail.
-    let (s, again) = status_json(stack.as_dev(Method::DELETE, &path, ORG).send().await.unwrap()).await;
+    let (s, again) = status_json(
+        stack
+            .as_dev(Method::DELETE, &path, ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(again["revokedAt"], json!(revoked_at));
     assert_eq!(again["status"], "revoked");
@@ -169,18 +209,51 @@ async fn bad_input_gets_a_400_envelope_naming_the_problem(backend: Backend) {
         ("not an object", "[1,2]".to_owned()),
         ("empty body", String::new()),
         ("missing name", json!({"scopes": ["a"]}).to_string()),
-        ("empty name", json!({"name": "", "scopes": ["a"]}).to_string()),
-        ("blank name", json!({"name": "   ", "scopes": ["a"]}).to_string()),
-        ("name not string", json!({"name": 7, "scopes": ["a"]}).to_string()),
-        ("name too long", json!({"name": long, "scopes": ["a"]}).to_string()),
+        (
+            "empty name",
+            json!({"name": "", "scopes": ["a"]}).to_string(),
+        ),
+        (
+            "blank name",
+            json!({"name": "   ", "scopes": ["a"]}).to_string(),
+        ),
+        (
+            "name not string",
+            json!({"name": 7, "scopes": ["a"]}).to_string(),
+        ),
+        (
+            "name too long",
+            json!({"name": long, "scopes": ["a"]}).to_string(),
+        ),
         ("missing scopes", json!({"name": "n"}).to_string()),
-        ("scopes empty", json!({"name": "n", "scopes": []}).to_string()),
-        ("scopes not array", json!({"name": "n", "scopes": "a"}).to_string()),
-        ("scope empty string", json!({"name": "n", "scopes": [""]}).to_string()),
-        ("scope not string", json!({"name": "n", "scopes": [1]}).to_string()),
-        ("expiresAt garbage", json!({"name": "n", "scopes": ["a"], "expiresAt": "soon"}).to_string()),
-        ("expiresAt number", json!({"name": "n", "scopes": ["a"], "expiresAt": 5}).to_string()),
-        ("expiresAt past", json!({"name": "n", "scopes": ["a"], "expiresAt": "2020-01-01T00:00:00Z"}).to_string()),
+        (
+            "scopes empty",
+            json!({"name": "n", "scopes": []}).to_string(),
+        ),
+        (
+            "scopes not array",
+            json!({"name": "n", "scopes": "a"}).to_string(),
+        ),
+        (
+            "scope empty string",
+            json!({"name": "n", "scopes": [""]}).to_string(),
+        ),
+        (
+            "scope not string",
+            json!({"name": "n", "scopes": [1]}).to_string(),
+        ),
+        (
+            "expiresAt garbage",
+            json!({"name": "n", "scopes": ["a"], "expiresAt": "soon"}).to_string(),
+        ),
+        (
+            "expiresAt number",
+            json!({"name": "n", "scopes": ["a"], "expiresAt": 5}).to_string(),
+        ),
+        (
+            "expiresAt past",
+            json!({"name": "n", "scopes": ["a"], "expiresAt": "2020-01-01T00:00:00Z"}).to_string(),
+        ),
     ];
     for (what, body) in cases {
         let (s, resp) = status_json(
@@ -211,8 +284,16 @@ async fn bad_input_gets_a_400_envelope_naming_the_problem(backend: Backend) {
         assert_eq!(s, 400, "{path} {b}");
         assert_envelope(&b, "invalid_request");
     }
-    let id = stack.create_key(ORG, "x").await["id"].as_str().unwrap().to_owned();
-    for body in [json!({}), json!({"name": ""}), json!({"scopes": []}), json!({"other": 1})] {
+    let id = stack.create_key(ORG, "x").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for body in [
+        json!({}),
+        json!({"name": ""}),
+        json!({"scopes": []}),
+        json!({"other": 1}),
+    ] {
         let (s, b) = status_json(
             stack
                 .as_dev(Method::PATCH, &format!("/v1/api-keys/{id}"), ORG)
@@ -225,9 +306,19 @@ async fn bad_input_gets_a_400_envelope_naming_the_problem(backend: Backend) {
         assert_eq!(s, 400, "{body} {b}");
         assert_envelope(&b, "invalid_request");
     }
-    for q in ["limit=0", "limit=101", "limit=abc", "cursor=@@@", "cursor=MTIz"] {
+    for q in [
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "cursor=@@@",
+        "cursor=MTIz",
+    ] {
         let (s, b) = status_json(
-            stack.as_dev(Method::GET, &format!("/v1/api-keys?{q}"), ORG).send().await.unwrap(),
+            stack
+                .as_dev(Method::GET, &format!("/v1/api-keys?{q}"), ORG)
+                .send()
+                .await
+                .unwrap(),
         )
         .await;
         assert_eq!(s, 400, "{q} {b}");
@@ -236,16 +327,35 @@ async fn bad_input_gets_a_400_envelope_naming_the_problem(backend: Backend) {
     // Oversized body.
     let huge = json!({"name": "n", "scopes": ["a"], "pad": "x".repeat(64 * 1024)});
     let (s, b) = status_json(
-        stack.as_dev(Method::POST, "/v1/api-keys", ORG).json(&huge).send().await.unwrap(),
+        stack
+            .as_dev(Method::POST, "/v1/api-keys", ORG)
+            .json(&huge)
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(s, 413, "{b}");
     assert_envelope(&b, "payload_too_large");
     // Nothing was half-written: only the two valid keys exist.
-    let (_, list) = status_json(stack.as_dev(Method::GET, "/v1/api-keys", ORG).send().await.unwrap()).await;
+    let (_, list) = status_json(
+        stack
+            .as_dev(Method::GET, "/v1/api-keys", ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     // Wrong method on a known route.
-    let (s, b) = status_json(stack.as_dev(Method::PUT, "/v1/api-keys", ORG).send().await.unwrap()).await;
+    let (s, b) = status_json(
+        stack
+            .as_dev(Method::PUT, "/v1/api-keys", ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 405, "{b}");
     assert_envelope(&b, "method_not_allowed");
 }
@@ -265,11 +375,30 @@ async fn organizations_never_see_each_others_keys(backend: Backend) {
         assert_eq!(s, 404, "{m}: {b}");
         assert_envelope(&b, "not_found");
     }
-    let (_, list_b) = status_json(stack.as_dev(Method::GET, "/v1/api-keys", "org_b").send().await.unwrap()).await;
-    let names: Vec<&str> = list_b["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let (_, list_b) = status_json(
+        stack
+            .as_dev(Method::GET, "/v1/api-keys", "org_b")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = list_b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["b-key"]);
     // org_a's key is untouched.
-    let (_, still) = status_json(stack.as_dev(Method::GET, &path, "org_a").send().await.unwrap()).await;
+    let (_, still) = status_json(
+        stack
+            .as_dev(Method::GET, &path, "org_a")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(still["name"], "a-key");
     assert_eq!(still["status"], "active");
     // An API key of org_a, with a forged organization header, still acts for org_a.
@@ -306,7 +435,14 @@ async fn concurrent_creates_all_succeed_with_distinct_keys(backend: Backend) {
         ids.insert(b["id"].as_str().unwrap().to_owned());
     }
     assert_eq!((keys.len(), ids.len()), (n, n));
-    let (_, list) = status_json(stack.as_dev(Method::GET, "/v1/api-keys?limit=100", ORG).send().await.unwrap()).await;
+    let (_, list) = status_json(
+        stack
+            .as_dev(Method::GET, "/v1/api-keys?limit=100", ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(list["data"].as_array().unwrap().len(), n);
 }
 
@@ -316,7 +452,11 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
     let key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     // Use it, update it and revoke it, so every write path has run.
-    let r = stack.with_key(Method::GET, "/v1/payment-intents", &key).send().await.unwrap();
+    let r = stack
+        .with_key(Method::GET, "/v1/payment-intents", &key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     stack
         .as_dev(Method::PATCH, &format!("/v1/api-keys/{id}"), ORG)
@@ -324,7 +464,11 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
         .send()
         .await
         .unwrap();
-    stack.as_dev(Method::DELETE, &format!("/v1/api-keys/{id}"), ORG).send().await.unwrap();
+    stack
+        .as_dev(Method::DELETE, &format!("/v1/api-keys/{id}"), ORG)
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let secret_body = &key[8..];
@@ -335,7 +479,11 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
                 if path.is_file() {
                     let bytes = std::fs::read(&path).unwrap();
                     let hay = String::from_utf8_lossy(&bytes);
-                    assert!(!hay.contains(secret_body), "plaintext in {}", path.display());
+                    assert!(
+                        !hay.contains(secret_body),
+                        "plaintext in {}",
+                        path.display()
+                    );
                 }
             }
         }
@@ -356,7 +504,10 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
             }
         }
     }
-    assert!(!stack.all_logs().contains(secret_body), "plaintext in a log");
+    assert!(
+        !stack.all_logs().contains(secret_body),
+        "plaintext in a log"
+    );
 }
 
 async fn expiry_is_derived_when_read_and_enforced(backend: Backend) {
@@ -375,14 +526,35 @@ async fn expiry_is_derived_when_read_and_enforced(backend: Backend) {
     assert_eq!(created["status"], "active");
     let key = created["key"].as_str().unwrap();
     let id = created["id"].as_str().unwrap();
-    let r = stack.with_key(Method::GET, "/v1/payment-intents", key).send().await.unwrap();
+    let r = stack
+        .with_key(Method::GET, "/v1/payment-intents", key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "usable before expiry");
     tokio::time::sleep(Duration::from_millis(2300)).await;
     // The gateway's cache still holds the record; expiry is checked on every request.
-    let (s, b) = status_json(stack.with_key(Method::GET, "/v1/payment-intents", key).send().await.unwrap()).await;
+    let (s, b) = status_json(
+        stack
+            .with_key(Method::GET, "/v1/payment-intents", key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 401);
-    assert_eq!(b, json!({"error": "unauthorized", "message": "Invalid, revoked, or expired API key."}));
-    let (_, got) = status_json(stack.as_dev(Method::GET, &format!("/v1/api-keys/{id}"), ORG).send().await.unwrap()).await;
+    assert_eq!(
+        b,
+        json!({"error": "unauthorized", "message": "Invalid, revoked, or expired API key."})
+    );
+    let (_, got) = status_json(
+        stack
+            .as_dev(Method::GET, &format!("/v1/api-keys/{id}"), ORG)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got["status"], "expired");
 }
 

@@ -96,8 +96,8 @@ async fn list(
     Manager(caller): Manager,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
-    let Query(params) = params
-        .map_err(|_| ApiError::InvalidRequest("Malformed query string.".to_owned()))?;
+    let Query(params) =
+        params.map_err(|_| ApiError::InvalidRequest("Malformed query string.".to_owned()))?;
     let limit = page::parse_limit(params.limit.as_deref())?;
     let cursor = params
         .cursor
@@ -110,7 +110,10 @@ async fn list(
         .await?;
     let now = now_ms();
     Ok(Json(Page {
-        data: records.into_iter().map(|r| ApiKeyView::of(r, now)).collect(),
+        data: records
+            .into_iter()
+            .map(|r| ApiKeyView::of(r, now))
+            .collect(),
         next_cursor: next.map(|c| c.encode()),
     }))
 }
@@ -195,7 +198,14 @@ async fn update(
     let now = now_ms();
     let updated = state
         .store
-        .update(&caller.organization_id, &id, &caller.actor(), name, scopes, now)
+        .update(
+            &caller.organization_id,
+            &id,
+            &caller.actor(),
+            name,
+            scopes,
+            now,
+        )
         .await?
         .ok_or(ApiError::NotFound)?;
     if updated.changed {

@@ -61,14 +61,25 @@ async fn usage(
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let invalid = || ApiError::InvalidRequest("usage must be [{keyId, lastUsedAt}].".to_owned());
-    let items = body.get("usage").and_then(Value::as_array).ok_or_else(invalid)?;
+    let items = body
+        .get("usage")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
     if items.len() > MAX_USAGE_BATCH {
-        return Err(ApiError::InvalidRequest("usage batch too large.".to_owned()));
+        return Err(ApiError::InvalidRequest(
+            "usage batch too large.".to_owned(),
+        ));
     }
     let mut batch = Vec::with_capacity(items.len());
     for item in items {
-        let id = item.get("keyId").and_then(Value::as_str).ok_or_else(invalid)?;
-        let at = item.get("lastUsedAt").and_then(Value::as_i64).ok_or_else(invalid)?;
+        let id = item
+            .get("keyId")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?;
+        let at = item
+            .get("lastUsedAt")
+            .and_then(Value::as_i64)
+            .ok_or_else(invalid)?;
         batch.push((crate::api_key::parse_key_id(id)?, at));
     }
     state.store.record_usage(&batch).await?;
@@ -83,11 +94,9 @@ struct ChangesParams {
     wait_ms: Option<u64>,
 }
 
-async fn changes(
-    State(state): State<AppState>,
-    Query(p): Query<ChangesParams>,
-) -> Json<Changes> {
-    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0)).min(state.settings.change_feed_max_wait);
+async fn changes(State(state): State<AppState>, Query(p): Query<ChangesParams>) -> Json<Changes> {
+    let wait =
+        Duration::from_millis(p.wait_ms.unwrap_or(0)).min(state.settings.change_feed_max_wait);
     Json(
         state
             .changes

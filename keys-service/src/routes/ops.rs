@@ -16,7 +16,10 @@ pub fn router() -> Router<AppState> {
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.database().ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "checks": {"database": "ok"}}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "checks": {"database": "ok"}})),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: database unreachable");
             (

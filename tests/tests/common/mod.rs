@@ -43,7 +43,9 @@ macro_rules! on_both_backends {
 }
 
 pub fn postgres_admin_url() -> Option<String> {
-    std::env::var("RL_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+    std::env::var("RL_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// A port that was free a moment ago.
@@ -164,12 +166,17 @@ impl Drop for Proc {
 /// A fresh database for one test.
 pub async fn database(backend: Backend, dir: &Path, name: &str) -> String {
     match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display()),
+        Backend::Sqlite => format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{name}.db")).display()
+        ),
         Backend::Postgres => {
             let admin = postgres_admin_url().expect("RL_TEST_POSTGRES_URL");
             let db = format!("rl_test_{}", uuid::Uuid::new_v4().simple());
             sqlx::any::install_default_drivers();
-            let pool = sqlx::AnyPool::connect(&admin).await.expect("postgres admin");
+            let pool = sqlx::AnyPool::connect(&admin)
+                .await
+                .expect("postgres admin");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
                 .execute(&pool)
                 .await
@@ -206,7 +213,9 @@ pub struct LocalServer {
 
 impl LocalServer {
     pub async fn start(router: axum::Router) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -369,16 +378,24 @@ impl Stack {
     }
 
     /// A request through the gateway as the dev-bypass user of `org`.
-    pub fn as_dev(&self, method: reqwest::Method, path: &str, org: &str) -> reqwest::RequestBuilder {
+    pub fn as_dev(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        org: &str,
+    ) -> reqwest::RequestBuilder {
         self.client
             .request(method, self.url(path))
             .header("x-organization-id", org)
     }
 
-    pub fn with_key(&self, method: reqwest::Method, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, self.url(path))
-            .bearer_auth(key)
+    pub fn with_key(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
     /// Create a key for `org` through the gateway; returns the create response body.
@@ -412,11 +429,67 @@ pub async fn status_json(r: reqwest::Response) -> (u16, Value) {
 
 /// Assert an error envelope with exactly these fields.
 pub fn assert_envelope(body: &Value, error: &str) {
-    let obj = body.as_object().unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(obj.get("error").and_then(Value::as_str), Some(error), "{body}");
+    let obj = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(
+        obj.get("error").and_then(Value::as_str),
+        Some(error),
+        "{body}"
+    );
     assert!(
-        obj.get("message").and_then(Value::as_str).is_some_and(|m| !m.is_empty()),
+        obj.get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
     assert_eq!(obj.len(), 2, "envelope has extra fields: {body}");
+}
+
+/// Send raw bytes as one HTTP/1.1 request (for targets and headers an HTTP client would
+/// refuse or normalize) and return the status and body of the response.
+pub async fn raw_request(addr: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if let Some(len) = len
+                    && buf.len() >= end + 4 + len
+                {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no complete response within 10 s");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
