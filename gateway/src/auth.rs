@@ -9,6 +9,7 @@ use crate::GatewayState;
 use crate::api_key::{Outcome, VerifiedKey};
 use crate::credential::{self, Credential, CredentialError};
 use crate::error::GatewayError;
+use crate::policy::Policy;
 use crate::routes::Route;
 
 /// A signed-in dashboard user (a Clerk session, or the local-development bypass).
@@ -69,7 +70,49 @@ pub async fn authenticate(
                 Outcome::Unavailable => Err(GatewayError::KeysUnavailable),
             }
         }
-        Ok(Some(Credential::Session(_token))) => Err(GatewayError::InvalidSession("unsupported")),
+        Ok(Some(Credential::Session(token))) => session(state, headers, token, now_ms).await,
+    }
+}
+
+/// A Clerk session: the token's organization, or the `x-organization-id` fallback for an
+/// organization the user belongs to.
+async fn session(
+    state: &GatewayState,
+    headers: &HeaderMap,
+    token: &str,
+    now_ms: i64,
+) -> Result<Caller, GatewayError> {
+    let verified = state
+        .sessions
+        .verify(token, now_ms.div_euclid(1000))
+        .await
+        .map_err(GatewayError::InvalidSession)?;
+    if let Some(user) = &verified.user {
+        return Ok(Caller::Session(user.clone()));
+    }
+    let org = single_header(headers, ORGANIZATION_ID)
+        .filter(|o| is_valid_organization_id(o))
+        .ok_or(GatewayError::InvalidSession("no_organization"))?;
+    match state.memberships.find(&verified.user_id, org).await {
+        Ok(Some(m)) => Ok(Caller::Session(Arc::new(SessionUser {
+            organization_id: m.id,
+            user_id: verified.user_id.clone(),
+            session_id: Some(verified.session_id.clone()),
+            role: m.role,
+            permissions: m.permissions,
+        }))),
+        Ok(None) => Err(GatewayError::InvalidSession("not_a_member")),
+        Err(e) => {
+            tracing::warn!(error = %e, "organization membership check failed");
+            match *e {
+                crate::membership::MembershipError::NotConfigured => {
+                    Err(GatewayError::InvalidSession("no_organization"))
+                }
+                crate::membership::MembershipError::Unavailable(_) => {
+                    Err(GatewayError::IdentityUnavailable)
+                }
+            }
+        }
     }
 }
 
@@ -91,13 +134,22 @@ fn dev_bypass(headers: &HeaderMap) -> Result<Caller, GatewayError> {
     })))
 }
 
-/// What a route requires of an authenticated caller.
-pub fn authorize(route: Route, caller: &Caller) -> Result<(), GatewayError> {
+/// What a route requires of an authenticated caller. The key-management route is
+/// session-only whatever the policy file says; unknown routes are `404` after
+/// authentication.
+pub fn authorize(
+    policy: &Policy,
+    route: Route,
+    method: &http::Method,
+    path: &str,
+    caller: &Caller,
+) -> Result<(), GatewayError> {
     match (route, caller) {
-        (Route::ApiKeys, Caller::ApiKey(_)) => Err(GatewayError::SessionRequired),
-        (Route::Unknown, _) => Err(GatewayError::NotFound),
-        _ => Ok(()),
+        (Route::ApiKeys, Caller::ApiKey(_)) => return Err(GatewayError::SessionRequired),
+        (Route::Unknown, _) => return Err(GatewayError::NotFound),
+        _ => {}
     }
+    policy.check(method, path, caller)
 }
 
 #[cfg(test)]
@@ -132,11 +184,22 @@ mod tests {
             expires_at: None,
             revoked_at: None,
         }));
+        let p = Policy::default();
+        let get = http::Method::GET;
         assert_eq!(
-            authorize(Route::ApiKeys, &key),
+            authorize(&p, Route::ApiKeys, &get, "/v1/api-keys", &key),
             Err(GatewayError::SessionRequired)
         );
-        assert_eq!(authorize(Route::Api, &key), Ok(()));
-        assert_eq!(authorize(Route::Unknown, &key), Err(GatewayError::NotFound));
+        assert_eq!(authorize(&p, Route::Api, &get, "/v1/x", &key), Ok(()));
+        assert_eq!(
+            authorize(&p, Route::Unknown, &get, "/x", &key),
+            Err(GatewayError::NotFound)
+        );
+        // An empty policy file cannot open key management to API keys.
+        let empty = Policy::from_json(r#"{"rules":[]}"#).expect("valid");
+        assert_eq!(
+            authorize(&empty, Route::ApiKeys, &get, "/v1/api-keys", &key),
+            Err(GatewayError::SessionRequired)
+        );
     }
 }

@@ -22,6 +22,7 @@ impl BackgroundService for Background {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let feed = tokio::spawn(follow_changes(self.state.clone()));
         let resolve = tokio::spawn(resolve_upstreams(self.state.clone()));
+        let jwks = tokio::spawn(refresh_jwks(self.state.clone()));
         let mut flush = tokio::time::interval(self.state.settings.usage_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -32,6 +33,7 @@ impl BackgroundService for Background {
         }
         feed.abort();
         resolve.abort();
+        jwks.abort();
         // Nothing batched is lost on a graceful stop.
         flush_usage(&self.state).await;
         tracing::info!("gateway background work flushed");
@@ -88,6 +90,29 @@ async fn follow_changes(state: Arc<GatewayState>) {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// Fetch Clerk's key set at start, then refresh it on an interval; a failure keeps the
+/// last good set (and retries sooner).
+async fn refresh_jwks(state: Arc<GatewayState>) {
+    let jwks = state.sessions.jwks().clone();
+    if !jwks.fetches_from_network() {
+        return;
+    }
+    let every = state.settings.clerk.jwks_refresh_interval;
+    loop {
+        let next = match jwks.refresh().await {
+            Ok(n) => {
+                tracing::debug!(keys = n, "JWKS refreshed");
+                every
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached key set");
+                every.min(Duration::from_secs(30))
+            }
+        };
+        tokio::time::sleep(next).await;
     }
 }
 

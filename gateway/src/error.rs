@@ -22,6 +22,8 @@ pub enum GatewayError {
     NotFound,
     #[error("key verification unavailable")]
     KeysUnavailable,
+    #[error("identity provider unavailable")]
+    IdentityUnavailable,
     #[error("upstream unavailable")]
     BadGateway,
     #[error("upstream timed out")]
@@ -37,7 +39,7 @@ impl GatewayError {
             }
             Self::SessionRequired | Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
-            Self::KeysUnavailable => ErrorCode::ServiceUnavailable,
+            Self::KeysUnavailable | Self::IdentityUnavailable => ErrorCode::ServiceUnavailable,
             Self::BadGateway => ErrorCode::BadGateway,
             Self::GatewayTimeout => ErrorCode::GatewayTimeout,
         }
@@ -53,6 +55,9 @@ impl GatewayError {
             Self::NotFound => "No such route.",
             Self::KeysUnavailable => {
                 "API key verification is temporarily unavailable. Retry shortly."
+            }
+            Self::IdentityUnavailable => {
+                "Organization membership could not be checked. Retry shortly."
             }
             Self::BadGateway => "The upstream service is unavailable.",
             Self::GatewayTimeout => "The upstream service did not respond in time.",
@@ -70,6 +75,7 @@ impl GatewayError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
             Self::KeysUnavailable => "keys_unavailable",
+            Self::IdentityUnavailable => "identity_unavailable",
             Self::BadGateway => "bad_gateway",
             Self::GatewayTimeout => "gateway_timeout",
         }

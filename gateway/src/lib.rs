@@ -10,7 +10,9 @@
 //! - [`routes`]: route classes and where they go.
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
 //! - [`api_key`]: the moka cache in front of keys-service, with change-feed invalidation.
-//! - [`auth`]: authentication and route policy, from headers to a [`auth::Caller`].
+//! - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
+//! - [`auth`]: authentication, from headers to exactly one [`auth::Caller`].
+//! - [`policy`]: what each route requires (session only, permissions, scopes).
 //! - [`identity`]: stripping and injecting identity headers.
 //! - [`proxy`]: the `ProxyHttp` glue.
 //! - [`background`]: change feed, usage flushing, upstream re-resolution.
@@ -21,11 +23,15 @@ pub mod background;
 pub mod credential;
 pub mod error;
 pub mod identity;
+pub mod jwks;
 pub mod keys_client;
+pub mod membership;
 pub mod path;
+pub mod policy;
 pub mod proxy;
 pub mod request_id;
 pub mod routes;
+pub mod session;
 pub mod settings;
 pub mod upstream;
 pub mod usage;
@@ -43,10 +49,16 @@ use keys_client::KeysClient;
 use upstream::Upstreams;
 use usage::UsageRecorder;
 
+use jwks::{Jwks, KeySource, VerifyingKey};
+use membership::Memberships;
+use session::{SessionSettings, SessionVerifier};
+
 /// Long-lived state shared by every request.
 pub struct GatewayState {
     pub settings: Settings,
     pub keys: ApiKeyVerifier,
+    pub sessions: SessionVerifier,
+    pub memberships: Memberships,
     pub usage: UsageRecorder,
     pub upstreams: Upstreams,
 }
@@ -69,9 +81,53 @@ impl GatewayState {
             },
         );
         let upstreams = Upstreams::new(&settings);
+        let c = &settings.clerk;
+        let source = match (&c.jwt_key, &c.jwks_url) {
+            (Some(pem), _) => match jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) {
+                Ok(key) => KeySource::Pem(VerifyingKey {
+                    key: Arc::new(key),
+                    alg: None,
+                }),
+                Err(_) => KeySource::None,
+            },
+            (None, Some(url)) => KeySource::Jwks {
+                url: url.clone(),
+                // The secret key authenticates to the Backend API's /v1/jwks only; the
+                // Frontend API's public JWKS never sees it.
+                bearer: c
+                    .secret_key
+                    .clone()
+                    .filter(|_| url.trim_end_matches('/').ends_with("/v1/jwks")),
+            },
+            (None, None) => KeySource::None,
+        };
+        let jwks = Arc::new(Jwks::new(
+            source,
+            c.jwks_timeout,
+            c.jwks_min_refetch_interval,
+        ));
+        let sessions = SessionVerifier::new(
+            SessionSettings {
+                algorithms: c.algorithms.clone(),
+                clock_skew: c.clock_skew,
+                issuer: c.issuer.clone(),
+                authorized_parties: c.authorized_parties.clone(),
+                max_token_bytes: c.max_token_bytes,
+                cache_capacity: c.session_cache_capacity,
+            },
+            jwks,
+        );
+        let memberships = Memberships::new(
+            c.api_url.clone(),
+            c.secret_key.clone(),
+            c.jwks_timeout,
+            c.membership_cache_ttl,
+        );
         Self {
             settings,
             keys,
+            sessions,
+            memberships,
             usage: UsageRecorder::default(),
             upstreams,
         }
@@ -81,6 +137,13 @@ impl GatewayState {
 /// Build the pingora server and serve until SIGTERM (graceful) or SIGINT (fast).
 /// Blocks the calling thread; pingora owns its runtimes.
 pub fn run(settings: Settings) {
+    if settings.clerk.issuer.is_none()
+        && (settings.clerk.jwks_url.is_some() || settings.clerk.jwt_key.is_some())
+    {
+        tracing::warn!(
+            "CLERK_ISSUER is not set: session tokens of any issuer signed by these keys are accepted; set it in production"
+        );
+    }
     if settings.dev_bypass {
         tracing::warn!(
             "AUTH_DEV_BYPASS is ON: requests without Authorization are trusted by \

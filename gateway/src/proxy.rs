@@ -64,19 +64,26 @@ impl Gateway {
         let target = path::canonicalize(req.raw_path())
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         ctx.route = routes::classify(&target.path);
-        ctx.target = Some(target);
         if ctx.route == Route::Docs {
             return Err(GatewayError::NotFound);
         }
         if ctx.route.is_public() {
+            ctx.target = Some(target);
             return Ok(());
         }
         let now = rl_contract::time_fmt::now_ms();
         let caller = auth::authenticate(&self.state, headers, now, &ctx.request_id).await?;
-        auth::authorize(ctx.route, &caller)?;
+        auth::authorize(
+            &self.state.settings.policy,
+            ctx.route,
+            &req.method,
+            &target.path,
+            &caller,
+        )?;
         if let Caller::ApiKey(key) = &caller {
             self.state.usage.record(&key.id, now);
         }
+        ctx.target = Some(target);
         ctx.caller = Some(caller);
         Ok(())
     }

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
+
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "GATEWAY_LISTEN_ADDR";
@@ -24,6 +26,21 @@ pub const GRACE_PERIOD_SECONDS: &str = "GATEWAY_GRACE_PERIOD_SECONDS";
 pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS";
 pub const AUTH_DEV_BYPASS: &str = "AUTH_DEV_BYPASS";
 pub const NODE_ENV: &str = "NODE_ENV";
+pub const CLERK_JWKS_URL: &str = "CLERK_JWKS_URL";
+pub const CLERK_JWT_KEY: &str = "CLERK_JWT_KEY";
+pub const CLERK_SECRET_KEY: &str = "CLERK_SECRET_KEY";
+pub const CLERK_API_URL: &str = "CLERK_API_URL";
+pub const CLERK_ISSUER: &str = "CLERK_ISSUER";
+pub const CLERK_AUTHORIZED_PARTIES: &str = "CLERK_AUTHORIZED_PARTIES";
+pub const CLERK_ALGORITHMS: &str = "CLERK_ALGORITHMS";
+pub const CLERK_CLOCK_SKEW_SECONDS: &str = "CLERK_CLOCK_SKEW_SECONDS";
+pub const CLERK_JWKS_TIMEOUT_MS: &str = "CLERK_JWKS_TIMEOUT_MS";
+pub const CLERK_JWKS_REFRESH_INTERVAL_MS: &str = "CLERK_JWKS_REFRESH_INTERVAL_MS";
+pub const CLERK_JWKS_MIN_REFETCH_INTERVAL_MS: &str = "CLERK_JWKS_MIN_REFETCH_INTERVAL_MS";
+pub const CLERK_MAX_TOKEN_BYTES: &str = "CLERK_MAX_TOKEN_BYTES";
+pub const CLERK_MEMBERSHIP_CACHE_TTL_MS: &str = "CLERK_MEMBERSHIP_CACHE_TTL_MS";
+pub const SESSION_CACHE_CAPACITY: &str = "GATEWAY_SESSION_CACHE_CAPACITY";
+pub const ROUTE_POLICY_FILE: &str = "GATEWAY_ROUTE_POLICY_FILE";
 
 /// An upstream as configured: `http://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +94,106 @@ pub struct Settings {
     pub shutdown_timeout_seconds: u64,
     /// The local-development bypass, already checked against `NODE_ENV`.
     pub dev_bypass: bool,
+    pub clerk: ClerkSettings,
+    /// The route policy, already loaded (built-in defaults unless a file replaces them).
+    pub policy: crate::policy::Policy,
+}
+
+/// How session tokens are verified. Production must set `CLERK_ISSUER`.
+#[derive(Debug, Clone)]
+pub struct ClerkSettings {
+    pub jwks_url: Option<String>,
+    /// PEM public key for networkless verification (`CLERK_JWT_KEY`).
+    pub jwt_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub api_url: String,
+    pub issuer: Option<String>,
+    pub authorized_parties: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew: Duration,
+    pub jwks_timeout: Duration,
+    pub jwks_refresh_interval: Duration,
+    pub jwks_min_refetch_interval: Duration,
+    pub max_token_bytes: usize,
+    pub membership_cache_ttl: Duration,
+    pub session_cache_capacity: u64,
+}
+
+fn algorithms(raw: Option<String>) -> Result<Vec<Algorithm>, SettingsError> {
+    let Some(raw) = raw else {
+        return Ok(vec![Algorithm::RS256]);
+    };
+    let mut out = Vec::new();
+    for a in raw.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        out.push(match a {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            other => {
+                return Err(SettingsError::new(
+                    CLERK_ALGORITHMS,
+                    raw.clone(),
+                    format!("{other} is not allowed (RS256, RS384, RS512)"),
+                ));
+            }
+        });
+    }
+    if out.is_empty() {
+        return Err(SettingsError::new(CLERK_ALGORITHMS, raw, "empty"));
+    }
+    Ok(out)
+}
+
+impl ClerkSettings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let jwt_key = settings::raw(CLERK_JWT_KEY).map(|k| k.replace("\\n", "\n"));
+        if let Some(pem) = &jwt_key
+            && jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
+        {
+            return Err(SettingsError::new(
+                CLERK_JWT_KEY,
+                "<pem>",
+                "not an RSA public key in PEM",
+            ));
+        }
+        Ok(Self {
+            jwks_url: settings::raw(CLERK_JWKS_URL),
+            jwt_key,
+            secret_key: settings::raw(CLERK_SECRET_KEY),
+            api_url: settings::string(CLERK_API_URL, "https://api.clerk.com"),
+            issuer: settings::raw(CLERK_ISSUER),
+            authorized_parties: settings::raw(CLERK_AUTHORIZED_PARTIES)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            algorithms: algorithms(settings::raw(CLERK_ALGORITHMS))?,
+            clock_skew: Duration::from_secs(settings::parse(CLERK_CLOCK_SKEW_SECONDS, 5)?),
+            jwks_timeout: settings::millis(CLERK_JWKS_TIMEOUT_MS, 3_000)?,
+            jwks_refresh_interval: settings::millis(CLERK_JWKS_REFRESH_INTERVAL_MS, 300_000)?,
+            jwks_min_refetch_interval: settings::millis(
+                CLERK_JWKS_MIN_REFETCH_INTERVAL_MS,
+                30_000,
+            )?,
+            max_token_bytes: settings::parse(CLERK_MAX_TOKEN_BYTES, 8 * 1024)?,
+            membership_cache_ttl: settings::millis(CLERK_MEMBERSHIP_CACHE_TTL_MS, 60_000)?,
+            session_cache_capacity: settings::parse(SESSION_CACHE_CAPACITY, 100_000)?,
+        })
+    }
+}
+
+fn policy_from_env() -> Result<crate::policy::Policy, SettingsError> {
+    let Some(path) = settings::raw(ROUTE_POLICY_FILE) else {
+        return Ok(crate::policy::Policy::default());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| SettingsError::new(ROUTE_POLICY_FILE, path.clone(), e))?;
+    crate::policy::Policy::from_json(&text)
+        .map_err(|e| SettingsError::new(ROUTE_POLICY_FILE, path, e))
 }
 
 impl Settings {
@@ -108,6 +225,8 @@ impl Settings {
             grace_period_seconds: settings::parse(GRACE_PERIOD_SECONDS, 5)?,
             shutdown_timeout_seconds: settings::parse(SHUTDOWN_TIMEOUT_SECONDS, 10)?,
             dev_bypass: bypass_requested && !production,
+            clerk: ClerkSettings::from_env()?,
+            policy: policy_from_env()?,
         })
     }
 }

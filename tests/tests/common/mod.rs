@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod clerk;
+
 pub const ORG: &str = "org_test";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +50,52 @@ pub fn postgres_admin_url() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// A port that was free a moment ago.
+/// A port no other test of this machine is using: chosen outside the kernel's ephemeral
+/// range (so no outgoing connection holds it) and claimed with an exclusive lock file, so
+/// parallel test processes can never pick the same one between "free" and "bound".
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("rl-e2e-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        // Forget claims from runs long gone.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(1800));
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        );
+        NEXT.store(seed | 1, Ordering::Relaxed);
+    }
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(7_919, Ordering::Relaxed);
+        let port = (LOW + n % SPAN) as u16;
+        let claimed = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(port.to_string()))
+            .is_ok();
+        if claimed && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// The directory holding the workspace's built binaries (`target/debug`).
