@@ -277,6 +277,12 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_file_parses() {
+        let p = Policy::from_json(include_str!("../../deploy/policy.example.json")).expect("valid");
+        assert_eq!(p.rules.len(), 6);
+    }
+
+    #[test]
     fn permission_spellings() {
         assert_eq!(permission_key("api_keys_manage"), "org:api_keys:manage");
         assert_eq!(permission_key("cases_action"), "org:cases:action");
