@@ -1,10 +1,10 @@
 //! Every database statement of audit-service.
 
-use rl_contract::db::{Database, MigrationSource};
+use rl_contract::db::{Database, MigrationSource, Sql};
 use rl_contract::page::Cursor;
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, QueryBuilder, Row};
 
 use crate::event::AuditEvent;
 
@@ -95,49 +95,43 @@ impl Store {
         limit: u32,
         after: Option<&Cursor>,
     ) -> Result<(Vec<AuditEvent>, Option<Cursor>), sqlx::Error> {
-        let mut q: QueryBuilder<Any> = QueryBuilder::new(
+        let mut q = Sql::new(
             "SELECT id, organization_id, occurred_at, actor, event_type, message, resource_type, \
              resource_id, metadata FROM audit_events WHERE organization_id = ",
         );
-        q.push_bind(organization_id.to_owned());
+        q.bind(organization_id);
         if !filter.event_types.is_empty() {
-            q.push(" AND event_type IN (");
-            let mut sep = q.separated(", ");
-            for t in &filter.event_types {
-                sep.push_bind(t.clone());
-            }
-            q.push(")");
+            q.push(" AND event_type IN (")
+                .bind_list(filter.event_types.iter().map(String::as_str))
+                .push(")");
         }
-        for (column, value) in [
-            ("actor", &filter.actor),
-            ("resource_type", &filter.resource_type),
-            ("resource_id", &filter.resource_id),
+        for (clause, value) in [
+            (" AND actor = ", &filter.actor),
+            (" AND resource_type = ", &filter.resource_type),
+            (" AND resource_id = ", &filter.resource_id),
         ] {
             if let Some(v) = value {
-                q.push(format_args!(" AND {column} = "));
-                q.push_bind(v.clone());
+                q.push(clause).bind(v.as_str());
             }
         }
         if let Some(t) = filter.occurred_after {
-            q.push(" AND occurred_at > ");
-            q.push_bind(t);
+            q.push(" AND occurred_at > ").bind(t);
         }
         if let Some(t) = filter.occurred_before {
-            q.push(" AND occurred_at < ");
-            q.push_bind(t);
+            q.push(" AND occurred_at < ").bind(t);
         }
         if let Some(c) = after {
-            q.push(" AND (occurred_at < ");
-            q.push_bind(c.at);
-            q.push(" OR (occurred_at = ");
-            q.push_bind(c.at);
-            q.push(" AND id < ");
-            q.push_bind(c.id.clone());
-            q.push("))");
+            q.push(" AND (occurred_at < ")
+                .bind(c.at)
+                .push(" OR (occurred_at = ")
+                .bind(c.at)
+                .push(" AND id < ")
+                .bind(c.id.as_str())
+                .push("))");
         }
-        q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ");
-        q.push_bind(i64::from(limit) + 1);
-        let rows = q.build().fetch_all(&self.db.pool).await?;
+        q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+            .bind(i64::from(limit) + 1);
+        let rows = q.query().fetch_all(&self.db.pool).await?;
         let mut events = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
         let next = if events.len() > limit as usize {
             events.truncate(limit as usize);

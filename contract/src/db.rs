@@ -172,6 +172,87 @@ impl Database {
     }
 }
 
+/// A value bound to a dynamic statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Int(i64),
+    Text(String),
+}
+
+impl From<i64> for Param {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+
+impl From<String> for Param {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+
+impl From<&str> for Param {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+
+/// A statement assembled at run time with `$n` placeholders, which both SQLite and
+/// Postgres accept. (sqlx's `QueryBuilder<Any>` writes `?`, which Postgres rejects.)
+/// Only fixed SQL text is pushed; every value goes through [`Sql::bind`].
+#[derive(Debug, Default, Clone)]
+pub struct Sql {
+    text: String,
+    params: Vec<Param>,
+}
+
+impl Sql {
+    pub fn new(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub fn bind(&mut self, value: impl Into<Param>) -> &mut Self {
+        self.params.push(value.into());
+        self.text.push('$');
+        self.text.push_str(&self.params.len().to_string());
+        self
+    }
+
+    /// `$a, $b, …` for each value (an `IN (…)` list).
+    pub fn bind_list<T: Into<Param>>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self {
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn query(&self) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
+        for p in &self.params {
+            q = match p {
+                Param::Int(v) => q.bind(*v),
+                Param::Text(v) => q.bind(v.as_str()),
+            };
+        }
+        q
+    }
+}
+
 /// Whether an error means the database is unreachable (a retryable `503`), as opposed to a
 /// bug or a constraint (a `500`).
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
@@ -192,6 +273,20 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_statements_number_their_placeholders() {
+        let mut q = Sql::new("SELECT 1 FROM t WHERE a = ");
+        q.bind("x")
+            .push(" AND b IN (")
+            .bind_list([1i64, 2, 3])
+            .push(") LIMIT ")
+            .bind(5i64);
+        assert_eq!(
+            q.text(),
+            "SELECT 1 FROM t WHERE a = $1 AND b IN ($2, $3, $4) LIMIT $5"
+        );
+    }
 
     #[test]
     fn backend_from_url() {

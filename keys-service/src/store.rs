@@ -2,7 +2,7 @@
 //! audit event into `audit_outbox` in the same transaction, so a key change and its audit
 //! event are committed together or not at all.
 
-use rl_contract::db::{Backend, Database, MigrationSource};
+use rl_contract::db::{Backend, Database, MigrationSource, Sql};
 use rl_contract::page::Cursor;
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
@@ -424,14 +424,12 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut q: sqlx::QueryBuilder<Any> =
-            sqlx::QueryBuilder::new("DELETE FROM audit_outbox WHERE seq IN (");
-        let mut sep = q.separated(", ");
-        for s in seqs {
-            sep.push_bind(*s);
-        }
-        q.push(")");
-        q.build().execute(&self.db.pool).await?;
+        Sql::new("DELETE FROM audit_outbox WHERE seq IN (")
+            .bind_list(seqs.iter().copied())
+            .push(")")
+            .query()
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 
