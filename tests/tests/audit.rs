@@ -192,7 +192,8 @@ async fn every_filter_alone_and_combined(backend: Backend) {
     };
     let after = ts(base + 20_000);
     let before = ts(base + 40_000);
-    let cases: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Case = (String, Box<dyn Fn(&Value) -> bool>);
+    let cases: Vec<Case> = vec![
         (
             "eventType=case.closed".into(),
             Box::new(|e| e["eventType"] == "case.closed"),
