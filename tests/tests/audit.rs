@@ -192,7 +192,7 @@ async fn every_filter_alone_and_combined(backend: Backend) {
     };
     let after = ts(base + 20_000);
     let before = ts(base + 40_000);
-    type Case = (String, Box<dyn Fn(&Value) -> bool>);
+    type Case<'a> = (String, Box<dyn Fn(&Value) -> bool + 'a>);
     let cases: Vec<Case> = vec![
         (
             "eventType=case.closed".into(),
