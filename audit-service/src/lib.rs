@@ -29,6 +29,45 @@ use store::Store;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
+    pub metrics: Metrics,
+}
+
+/// audit-service's Prometheus metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: prometheus::Registry,
+    pub http: rl_contract::metrics::HttpMetrics,
+    pub pool: rl_contract::metrics::PoolMetrics,
+    /// Ingested events by result (`accepted`, `duplicate`).
+    pub ingested: prometheus::IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = rl_contract::metrics::registry("audit-service");
+        Self {
+            http: rl_contract::metrics::HttpMetrics::new(&registry),
+            pool: rl_contract::metrics::PoolMetrics::new(&registry),
+            ingested: rl_contract::metrics::register(
+                &registry,
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "audit_events_ingested_total",
+                        "Ingested audit events by result.",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +103,7 @@ impl Application {
             state: AppState {
                 settings: Arc::new(settings),
                 store: Store::new(db),
+                metrics: Metrics::new(),
             },
         })
     }
@@ -76,10 +116,41 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        axum::serve(self.listener, routes::router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartError::Serve)
+        let state = self.state;
+        let stop = rl_contract::shutdown::flag(shutdown);
+        let admin_addr = state.settings.admin_addr;
+        let readiness: rl_contract::admin::Readiness = {
+            let (state, stop) = (state.clone(), stop.clone());
+            Arc::new(move || {
+                let state = state.clone();
+                let stopping = *stop.borrow();
+                Box::pin(async move { !stopping && state.store.database().ping().await.is_ok() })
+            })
+        };
+        let on_scrape: rl_contract::admin::OnScrape = {
+            let state = state.clone();
+            Arc::new(move || {
+                state.metrics.pool.set(state.store.database());
+                Box::pin(async { true })
+            })
+        };
+        let admin =
+            rl_contract::admin::router(state.metrics.registry.clone(), readiness, Some(on_scrape));
+        let bound = rl_contract::admin::spawn(
+            admin_addr,
+            admin,
+            rl_contract::shutdown::stopped(stop.clone()),
+        )
+        .await
+        .map_err(|e| StartError::Listen(admin_addr, e))?;
+        tracing::info!(addr = %bound, "audit-service admin listening");
+        let grace = state.settings.shutdown_grace;
+        let served =
+            rl_contract::shutdown::serve(self.listener, routes::router(state), stop, grace)
+                .await
+                .map_err(StartError::Serve);
+        tracing::info!("audit-service stopped");
+        served
     }
 }
 

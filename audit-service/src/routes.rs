@@ -25,7 +25,13 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/v1/audit-events/batch", post(ingest))
         .route("/livez", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz));
-    rl_contract::http::finish(router, max_body).with_state(state)
+    let http_metrics = state.metrics.http.clone();
+    rl_contract::http::finish(router, max_body)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            rl_contract::metrics::observe,
+        ))
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +151,16 @@ async fn ingest(
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::InvalidRequest)?;
     let result = state.store.ingest(&events, now_ms()).await?;
+    state
+        .metrics
+        .ingested
+        .with_label_values(&["accepted"])
+        .inc_by(result.accepted);
+    state
+        .metrics
+        .ingested
+        .with_label_values(&["duplicate"])
+        .inc_by(result.duplicates);
     Ok(Json(json!({
         "accepted": result.accepted,
         "duplicates": result.duplicates,

@@ -2,11 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rl_contract::db::{PoolSettings, sqlite_url};
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "AUDIT_LISTEN_ADDR";
+pub const ADMIN_ADDR: &str = "AUDIT_ADMIN_ADDR";
+pub const SHUTDOWN_GRACE_PERIOD_MS: &str = "SHUTDOWN_GRACE_PERIOD_MS";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const AUDIT_DATABASE_URL: &str = "AUDIT_DATABASE_URL";
 pub const DATA_DIR: &str = "DATA_DIR";
@@ -17,6 +20,9 @@ pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
+    /// `/metrics`, `/livez`, `/readyz`.
+    pub admin_addr: SocketAddr,
+    pub shutdown_grace: Duration,
     pub database_url: String,
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
@@ -30,6 +36,8 @@ impl Settings {
             .unwrap_or_else(|| sqlite_url(&data_dir, "audit.db"));
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8082).into())?,
+            admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9082).into())?,
+            shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
             database_url,
             pool: PoolSettings {
                 max_connections: settings::parse(DB_MAX_CONNECTIONS, 10)?,
@@ -42,6 +50,8 @@ impl Settings {
     pub fn for_tests(database_url: impl Into<String>) -> Self {
         Self {
             listen_addr: ([127, 0, 0, 1], 0).into(),
+            admin_addr: ([127, 0, 0, 1], 0).into(),
+            shutdown_grace: Duration::from_secs(5),
             database_url: database_url.into(),
             pool: PoolSettings::default(),
             max_body_bytes: 4 * 1024 * 1024,

@@ -163,6 +163,13 @@ impl Database {
         }
     }
 
+    /// Connections open and idle, for the pool-usage gauges.
+    pub fn pool_usage(&self) -> (u32, u32) {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(size);
+        (size.saturating_sub(idle), idle)
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")

@@ -1,6 +1,8 @@
 //! The contract between the ReconLayer Edge gateway and the services behind it.
 //!
 //! # Layout
+//! - [`metrics`]: Prometheus registries and the request-observing middleware.
+//! - [`admin`]: the admin listener (`/metrics`, `/livez`, `/readyz`) of every axum service.
 //! - [`error`]: the documented error envelope `{"error": "...", "message": "..."}` and its codes.
 //! - [`http`]: request-body parsing and router finishing shared by the axum services.
 //! - [`identity`]: the identity headers the gateway owns, strips from clients and injects.
@@ -14,10 +16,12 @@
 //! Services never depend on each other's code; they talk HTTP. This crate holds only the
 //! contract and shared infrastructure, never business logic.
 
+pub mod admin;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod page;
 pub mod settings;
 pub mod shutdown;

@@ -24,3 +24,41 @@ pub async fn signal() {
     }
     tracing::info!("shutdown signal received, draining");
 }
+
+/// A stop flag every part of a service can watch: it turns `true` once `signal` resolves.
+pub fn flag(
+    signal: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves when the flag turns `true` (or its sender is gone).
+pub async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// Serve `router` until the flag turns, then let in-flight requests finish for at most
+/// `grace` before returning.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop.clone()));
+    tokio::select! {
+        result = std::future::IntoFuture::into_future(server) => result,
+        () = async {
+            stopped(stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; closing the requests still in flight");
+            Ok(())
+        }
+    }
+}

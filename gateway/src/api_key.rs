@@ -122,10 +122,15 @@ pub struct ApiKeyVerifier {
     lookup_permits: Semaphore,
     lookup_timeout: Duration,
     client: KeysClient,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ApiKeyVerifier {
-    pub fn new(client: KeysClient, s: &CacheSettings) -> Self {
+    pub fn new(
+        client: KeysClient,
+        s: &CacheSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             cache: moka::future::Cache::builder()
                 .max_capacity(s.capacity)
@@ -145,6 +150,7 @@ impl ApiKeyVerifier {
             lookup_permits: Semaphore::new(s.lookup_concurrency.max(1)),
             lookup_timeout: s.lookup_timeout,
             client,
+            metrics,
         }
     }
 
@@ -193,7 +199,18 @@ impl ApiKeyVerifier {
             .await
             .map_err(|_| KeysError::Timeout)?
             .map_err(|_| KeysError::Timeout)?;
-        let record = self.client.lookup(&hex::encode(hash), request_id).await?;
+        let started = Instant::now();
+        let record = self.client.lookup(&hex::encode(hash), request_id).await;
+        let result = match &record {
+            Ok(Some(_)) => "found",
+            Ok(None) => "not_found",
+            Err(_) => "error",
+        };
+        self.metrics
+            .key_lookup_duration
+            .with_label_values(&[result])
+            .observe(started.elapsed().as_secs_f64());
+        let record = record?;
         Ok(Arc::new(Entry {
             key: record.map(|r| Arc::new(VerifiedKey::from(r))),
             fetched_gen,
@@ -208,11 +225,24 @@ impl ApiKeyVerifier {
         }
         let hash = key_hash(token);
         for _ in 0..3 {
-            let entry = match self
+            let cached = self.cache.get(&hash).await;
+            self.metrics
                 .cache
-                .try_get_with(hash, self.fetch(hash, request_id))
-                .await
-            {
+                .with_label_values(&[
+                    "api_key",
+                    "memory",
+                    if cached.is_some() { "hit" } else { "miss" },
+                ])
+                .inc();
+            let found = match cached {
+                Some(e) => Ok(e),
+                None => {
+                    self.cache
+                        .try_get_with(hash, self.fetch(hash, request_id))
+                        .await
+                }
+            };
+            let entry = match found {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "api key lookup failed");
@@ -311,6 +341,7 @@ mod tests {
                 lookup_concurrency: 1,
                 lookup_timeout: Duration::from_millis(50),
             },
+            Arc::new(crate::metrics::Metrics::new()),
         );
         let h = [7u8; 32];
         let started = Entry {
@@ -340,6 +371,7 @@ mod tests {
                 lookup_concurrency: 4,
                 lookup_timeout: Duration::from_millis(200),
             },
+            Arc::new(crate::metrics::Metrics::new()),
         );
         let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert!(matches!(

@@ -64,6 +64,15 @@ impl GatewayError {
         }
     }
 
+    /// Which credential the refused request presented (a metrics label).
+    pub fn credential_kind(&self) -> &'static str {
+        match self {
+            Self::InvalidApiKey(_) | Self::KeysUnavailable => "api_key",
+            Self::InvalidSession(_) | Self::IdentityUnavailable => "session",
+            _ => "none",
+        }
+    }
+
     /// A bounded label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {

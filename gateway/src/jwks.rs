@@ -38,6 +38,7 @@ pub struct Jwks {
     min_refetch: Duration,
     pub fetches: AtomicU64,
     pub failures: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +97,12 @@ pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, VerifyingKey>, JwksErro
 }
 
 impl Jwks {
-    pub fn new(source: KeySource, timeout: Duration, min_refetch: Duration) -> Self {
+    pub fn new(
+        source: KeySource,
+        timeout: Duration,
+        min_refetch: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -111,6 +117,7 @@ impl Jwks {
             min_refetch,
             fetches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -156,6 +163,12 @@ impl Jwks {
             parse_jwks(&body)
         }
         .await;
+        let label = if matches!(&result, Ok(k) if !k.is_empty()) {
+            "ok"
+        } else {
+            "error"
+        };
+        self.metrics.jwks_fetches.with_label_values(&[label]).inc();
         match result {
             Ok(keys) if !keys.is_empty() => {
                 let n = keys.len();

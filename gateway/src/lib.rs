@@ -15,6 +15,7 @@
 //! - [`policy`]: what each route requires (session only, permissions, scopes).
 //! - [`identity`]: stripping and injecting identity headers.
 //! - [`proxy`]: the `ProxyHttp` glue.
+//! - [`metrics`]: Prometheus metrics and the admin listener (`/metrics`, `/livez`, `/readyz`).
 //! - [`background`]: change feed, usage flushing, upstream re-resolution.
 
 pub mod api_key;
@@ -26,6 +27,7 @@ pub mod identity;
 pub mod jwks;
 pub mod keys_client;
 pub mod membership;
+pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;
@@ -56,6 +58,7 @@ use session::{SessionSettings, SessionVerifier};
 /// Long-lived state shared by every request.
 pub struct GatewayState {
     pub settings: Settings,
+    pub metrics: Arc<metrics::Metrics>,
     pub keys: ApiKeyVerifier,
     pub sessions: SessionVerifier,
     pub memberships: Memberships,
@@ -65,6 +68,7 @@ pub struct GatewayState {
 
 impl GatewayState {
     pub fn new(settings: Settings) -> Self {
+        let metrics = Arc::new(metrics::Metrics::new());
         let client = KeysClient::new(
             settings.keys_service.authority.clone(),
             settings.key_lookup_timeout,
@@ -79,6 +83,7 @@ impl GatewayState {
                 lookup_concurrency: settings.key_lookup_concurrency,
                 lookup_timeout: settings.key_lookup_timeout,
             },
+            metrics.clone(),
         );
         let upstreams = Upstreams::new(&settings);
         let c = &settings.clerk;
@@ -105,6 +110,7 @@ impl GatewayState {
             source,
             c.jwks_timeout,
             c.jwks_min_refetch_interval,
+            metrics.clone(),
         ));
         let sessions = SessionVerifier::new(
             SessionSettings {
@@ -116,6 +122,7 @@ impl GatewayState {
                 cache_capacity: c.session_cache_capacity,
             },
             jwks,
+            metrics.clone(),
         );
         let memberships = Memberships::new(
             c.api_url.clone(),
@@ -125,12 +132,20 @@ impl GatewayState {
         );
         Self {
             settings,
+            metrics,
             keys,
             sessions,
             memberships,
             usage: UsageRecorder::default(),
             upstreams,
         }
+    }
+}
+
+impl GatewayState {
+    /// Ready to take traffic: keys-service's address is known.
+    pub fn is_ready(&self) -> bool {
+        self.upstreams.keys.peer().is_some()
     }
 }
 
@@ -157,6 +172,7 @@ pub fn run(settings: Settings) {
         ..ServerConf::default()
     };
     let listen = settings.listen_addr.to_string();
+    let admin = settings.admin_addr.to_string();
     let state = Arc::new(GatewayState::new(settings));
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -170,10 +186,18 @@ pub fn run(settings: Settings) {
     );
     proxy.add_tcp(&listen);
     server.add_service(proxy);
+    let mut admin_service = pingora::services::listening::Service::new(
+        "gateway-admin".to_owned(),
+        metrics::AdminApp {
+            state: state.clone(),
+        },
+    );
+    admin_service.add_tcp(&admin);
+    server.add_service(admin_service);
     server.add_service(background_service(
         "gateway-background",
         background::Background { state },
     ));
-    tracing::info!(addr = %listen, "gateway listening");
+    tracing::info!(addr = %listen, admin = %admin, "gateway listening");
     server.run(RunArgs::default());
 }

@@ -36,6 +36,8 @@ pub struct RequestCtx {
     pub target: Option<Target>,
     pub caller: Option<Caller>,
     pub refusal: Option<&'static str>,
+    pub upstream: &'static str,
+    pub upstream_started: Option<Instant>,
 }
 
 /// Write an error envelope as the whole response.
@@ -72,7 +74,24 @@ impl Gateway {
             return Ok(());
         }
         let now = rl_contract::time_fmt::now_ms();
-        let caller = auth::authenticate(&self.state, headers, now, &ctx.request_id).await?;
+        let caller = match auth::authenticate(&self.state, headers, now, &ctx.request_id).await {
+            Ok(c) => {
+                self.state
+                    .metrics
+                    .auth
+                    .with_label_values(&[c.kind(), "accepted", ""])
+                    .inc();
+                c
+            }
+            Err(e) => {
+                self.state
+                    .metrics
+                    .auth
+                    .with_label_values(&[e.credential_kind(), "rejected", e.reason()])
+                    .inc();
+                return Err(e);
+            }
+        };
         auth::authorize(
             &self.state.settings.policy,
             ctx.route,
@@ -101,6 +120,8 @@ impl ProxyHttp for Gateway {
             target: None,
             caller: None,
             refusal: None,
+            upstream: "",
+            upstream_started: None,
         }
     }
 
@@ -131,6 +152,7 @@ impl ProxyHttp for Gateway {
                 return Err(Error::explain(HTTPStatus(404), "route has no upstream"));
             }
         };
+        ctx.upstream = upstream.name;
         upstream.peer().ok_or_else(|| {
             Error::explain(
                 ConnectNoRoute,
@@ -156,6 +178,23 @@ impl ProxyHttp for Gateway {
             crate::identity::inject(upstream_request, caller)?;
         }
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(t) = ctx.upstream_started {
+            self.state
+                .metrics
+                .upstream_duration
+                .with_label_values(&[ctx.upstream])
+                .observe(t.elapsed().as_secs_f64());
+        }
         Ok(())
     }
 
@@ -200,7 +239,15 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let method = session.req_header().method.as_str().to_owned();
+        let method = rl_contract::metrics::method_label(&session.req_header().method);
+        let elapsed = ctx.started.elapsed();
+        let m = &self.state.metrics;
+        m.requests
+            .with_label_values(&[ctx.route.label(), method, &status.to_string()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[ctx.route.label()])
+            .observe(elapsed.as_secs_f64());
         tracing::info!(
             request_id = %ctx.request_id,
             method,
@@ -209,7 +256,7 @@ impl ProxyHttp for Gateway {
             credential = ctx.caller.as_ref().map_or("none", Caller::kind),
             refusal = ctx.refusal.unwrap_or(""),
             error = e.map(|e| e.etype().as_str()).unwrap_or(""),
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
             "request"
         );
     }

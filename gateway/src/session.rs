@@ -147,6 +147,7 @@ fn is_header_safe(s: &str) -> bool {
 pub struct SessionVerifier {
     settings: SessionSettings,
     jwks: Arc<Jwks>,
+    metrics: Arc<crate::metrics::Metrics>,
     cache: moka::future::Cache<[u8; 32], Arc<VerifiedSession>>,
 }
 
@@ -168,7 +169,11 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedSession>> for UntilExp {
 }
 
 impl SessionVerifier {
-    pub fn new(settings: SessionSettings, jwks: Arc<Jwks>) -> Self {
+    pub fn new(
+        settings: SessionSettings,
+        jwks: Arc<Jwks>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(settings.cache_capacity)
             .expire_after(UntilExp {
@@ -178,6 +183,7 @@ impl SessionVerifier {
         Self {
             settings,
             jwks,
+            metrics,
             cache,
         }
     }
@@ -193,7 +199,16 @@ impl SessionVerifier {
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let skew = self.settings.clock_skew.as_secs() as i64;
-        if let Some(hit) = self.cache.get(&hash).await {
+        let hit = self.cache.get(&hash).await;
+        self.metrics
+            .cache
+            .with_label_values(&[
+                "session",
+                "memory",
+                if hit.is_some() { "hit" } else { "miss" },
+            ])
+            .inc();
+        if let Some(hit) = hit {
             return if now <= hit.exp + skew {
                 Ok(hit)
             } else {

@@ -8,6 +8,7 @@ use jsonwebtoken::Algorithm;
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "GATEWAY_LISTEN_ADDR";
+pub const ADMIN_ADDR: &str = "GATEWAY_ADMIN_ADDR";
 pub const THREADS: &str = "GATEWAY_THREADS";
 pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
@@ -75,6 +76,8 @@ impl std::str::FromStr for UpstreamUrl {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
+    /// `/metrics`, `/livez`, `/readyz`.
+    pub admin_addr: SocketAddr,
     pub threads: usize,
     pub keys_service: UpstreamUrl,
     pub audit_service: UpstreamUrl,
@@ -208,6 +211,7 @@ impl Settings {
         }
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8080).into())?,
+            admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9080).into())?,
             threads: settings::parse(THREADS, 2)?,
             keys_service: settings::parse(KEYS_SERVICE_URL, url("127.0.0.1:8081"))?,
             audit_service: settings::parse(AUDIT_SERVICE_URL, url("127.0.0.1:8082"))?,

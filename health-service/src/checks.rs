@@ -48,6 +48,7 @@ struct Cached {
 }
 
 pub struct Monitor {
+    checks_total: prometheus::IntCounterVec,
     client: reqwest::Client,
     deps: Vec<Dependency>,
     timeout: Duration,
@@ -57,13 +58,24 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(s: &Settings) -> Self {
+    pub fn new(s: &Settings, registry: &prometheus::Registry) -> Self {
         let client = reqwest::Client::builder()
             .timeout(s.check_timeout)
             .connect_timeout(s.check_timeout)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
+            checks_total: rl_contract::metrics::register(
+                registry,
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "health_dependency_checks_total",
+                        "Dependency checks run, by dependency and result.",
+                    ),
+                    &["dependency", "status"],
+                )
+                .expect("valid metric"),
+            ),
             client,
             deps: vec![
                 Dependency {
@@ -97,6 +109,9 @@ impl Monitor {
             Ok(Err(_)) => Some("unreachable"),
             Err(_) => Some("timeout"),
         };
+        self.checks_total
+            .with_label_values(&[dep.name, if error.is_none() { "ok" } else { "down" }])
+            .inc();
         CheckResult {
             status: if error.is_none() {
                 Status::Ok

@@ -33,6 +33,8 @@ use checks::{HealthReport, Monitor};
 #[derive(Clone)]
 pub struct AppState {
     pub monitor: Arc<Monitor>,
+    pub registry: prometheus::Registry,
+    pub http: rl_contract::metrics::HttpMetrics,
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
@@ -46,27 +48,39 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
 }
 
 pub fn router(state: AppState) -> Router {
+    let http_metrics = state.http.clone();
     let router = Router::new()
         .route("/health", get(health))
         .route("/livez", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(|| async { Json(json!({"status": "ok"})) }));
-    rl_contract::http::finish(router, 1024).with_state(state)
+    rl_contract::http::finish(router, 1024)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            rl_contract::metrics::observe,
+        ))
 }
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    settings: Settings,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "health-service listening");
+        let registry = rl_contract::metrics::registry("health-service");
+        let http = rl_contract::metrics::HttpMetrics::new(&registry);
         Ok(Self {
             listener,
             state: AppState {
-                monitor: Arc::new(Monitor::new(&settings)),
+                monitor: Arc::new(Monitor::new(&settings, &registry)),
+                registry,
+                http,
             },
+            settings,
         })
     }
 
@@ -78,9 +92,26 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let stop = rl_contract::shutdown::flag(shutdown);
+        let admin = rl_contract::admin::router(
+            self.state.registry.clone(),
+            rl_contract::admin::always_ready(),
+            None,
+        );
+        let bound = rl_contract::admin::spawn(
+            self.settings.admin_addr,
+            admin,
+            rl_contract::shutdown::stopped(stop.clone()),
+        )
+        .await?;
+        tracing::info!(addr = %bound, "health-service admin listening");
+        rl_contract::shutdown::serve(
+            self.listener,
+            router(self.state),
+            stop,
+            self.settings.shutdown_grace,
+        )
+        .await
     }
 }
 

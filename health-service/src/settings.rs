@@ -6,6 +6,8 @@ use std::time::Duration;
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "HEALTH_LISTEN_ADDR";
+pub const ADMIN_ADDR: &str = "HEALTH_ADMIN_ADDR";
+pub const SHUTDOWN_GRACE_PERIOD_MS: &str = "SHUTDOWN_GRACE_PERIOD_MS";
 pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
 pub const CHECK_TIMEOUT_MS: &str = "HEALTH_CHECK_TIMEOUT_MS";
@@ -14,6 +16,9 @@ pub const CACHE_TTL_MS: &str = "HEALTH_CACHE_TTL_MS";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen_addr: SocketAddr,
+    /// `/metrics`, `/livez`, `/readyz`.
+    pub admin_addr: SocketAddr,
+    pub shutdown_grace: Duration,
     pub keys_service_url: String,
     pub audit_service_url: String,
     pub check_timeout: Duration,
@@ -24,6 +29,8 @@ impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8083).into())?,
+            admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9083).into())?,
+            shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
             keys_service_url: base_url(KEYS_SERVICE_URL, "http://127.0.0.1:8081"),
             audit_service_url: base_url(AUDIT_SERVICE_URL, "http://127.0.0.1:8082"),
             check_timeout: settings::millis(CHECK_TIMEOUT_MS, 1_000)?,

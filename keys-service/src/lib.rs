@@ -7,6 +7,7 @@
 //! - [`api_key`]: key format, hashing and field validation.
 //! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
 //! - [`changes`]: the change feed gateways long-poll to drop cached keys at once.
+//! - [`metrics`]: Prometheus metrics, served on the admin listener.
 //! - [`relay`]: delivers the audit outbox to audit-service.
 //! - [`routes`]: the public `/v1/api-keys` API, the internal gateway API, probes.
 //! - [`error`]: the one error enum, mapped to the documented envelope.
@@ -14,6 +15,7 @@
 pub mod api_key;
 pub mod changes;
 pub mod error;
+pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod settings;
@@ -35,6 +37,7 @@ use store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
+    pub metrics: metrics::Metrics,
     pub store: Store,
     pub changes: Arc<ChangeFeed>,
     pub relay: Arc<Notify>,
@@ -44,6 +47,12 @@ impl AppState {
     /// Tell the audit relay there is something new in the outbox.
     pub fn relay_wake(&self) {
         self.relay.notify_one();
+    }
+
+    /// Tell gateways a key changed.
+    pub fn publish_change(&self, key_hash: &str) {
+        self.changes.publish(key_hash);
+        self.metrics.key_changes.inc();
     }
 }
 
@@ -77,6 +86,7 @@ impl Application {
             "keys-service listening"
         );
         let state = AppState {
+            metrics: metrics::Metrics::new(),
             settings: Arc::new(settings),
             store: Store::new(db),
             changes: Arc::new(ChangeFeed::new()),
@@ -93,34 +103,85 @@ impl Application {
         &self.state
     }
 
-    /// Serve until `shutdown` resolves, then finish in-flight requests and return.
+    /// Serve until `shutdown` resolves, then finish in-flight requests (within the grace
+    /// period), flush the audit outbox, and return.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let state = self.state.clone();
+        let stop = rl_contract::shutdown::flag(shutdown);
+        let admin_addr = state.settings.admin_addr;
+        let admin = rl_contract::admin::router(
+            state.metrics.registry.clone(),
+            readiness(state.clone(), stop.clone()),
+            Some(on_scrape(state.clone())),
+        );
+        let admin_stop = {
+            let stop = stop.clone();
+            async move {
+                rl_contract::shutdown::stopped(stop).await;
+                // Keep answering probes (not ready) while requests drain.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        let bound = rl_contract::admin::spawn(admin_addr, admin, admin_stop)
+            .await
+            .map_err(|e| StartError::Listen(admin_addr, e))?;
+        tracing::info!(addr = %bound, "keys-service admin listening");
+
         let changes = state.changes.clone();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                rl_contract::shutdown::stopped(stop).await;
+                changes.close();
+            }
+        });
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let relay = relay::Relay::new(
             state.store.clone(),
             &state.settings.audit_service_url,
             state.relay.clone(),
             state.settings.relay_max_backoff,
+            state.metrics.clone(),
         );
         let relay_task = tokio::spawn(relay.run(relay_stopped));
+        let grace = state.settings.shutdown_grace;
         let app = routes::router(state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                changes.close();
-            })
+        let served = rl_contract::shutdown::serve(self.listener, app, stop, grace)
             .await
             .map_err(StartError::Serve);
         // In-flight requests are done; flush what they wrote to the outbox.
         stop_relay.send_replace(true);
         let _ = relay_task.await;
+        tracing::info!("keys-service stopped");
         served
     }
+}
+
+fn readiness(
+    state: AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> rl_contract::admin::Readiness {
+    Arc::new(move || {
+        let state = state.clone();
+        let stopping = *stop.borrow();
+        Box::pin(async move { !stopping && state.store.database().ping().await.is_ok() })
+    })
+}
+
+fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            state.metrics.pool.set(state.store.database());
+            if let Ok(n) = state.store.outbox_backlog().await {
+                state.metrics.outbox_backlog.set(n);
+            }
+            true
+        })
+    })
 }
 
 /// Build and serve until SIGTERM / Ctrl-C.

@@ -20,6 +20,7 @@ pub struct Relay {
     pub endpoint: String,
     pub wake: Arc<Notify>,
     pub max_backoff: Duration,
+    pub metrics: crate::metrics::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,7 @@ impl Relay {
         audit_service_url: &str,
         wake: Arc<Notify>,
         max_backoff: Duration,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -48,6 +50,7 @@ impl Relay {
             endpoint: format!("{audit_service_url}/internal/v1/audit-events/batch"),
             wake,
             max_backoff,
+            metrics,
         }
     }
 
@@ -68,9 +71,17 @@ impl Relay {
         match sent {
             Ok(r) if r.status().is_success() => {
                 self.store.outbox_delete(&seqs).await?;
+                self.metrics
+                    .relay_events
+                    .with_label_values(&["delivered"])
+                    .inc_by(seqs.len() as u64);
                 Ok(seqs.len())
             }
             Ok(r) => {
+                self.metrics
+                    .relay_events
+                    .with_label_values(&["failed"])
+                    .inc_by(seqs.len() as u64);
                 let _ = self.store.outbox_mark_attempt(&seqs).await;
                 Err(RelayError::Delivery(format!(
                     "audit-service answered {}",
@@ -78,6 +89,10 @@ impl Relay {
                 )))
             }
             Err(e) => {
+                self.metrics
+                    .relay_events
+                    .with_label_values(&["failed"])
+                    .inc_by(seqs.len() as u64);
                 let _ = self.store.outbox_mark_attempt(&seqs).await;
                 Err(RelayError::Delivery(e.to_string()))
             }

@@ -14,5 +14,11 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(internal::router())
         .merge(ops::router());
-    rl_contract::http::finish(router, max_body).with_state(state)
+    let http_metrics = state.metrics.http.clone();
+    rl_contract::http::finish(router, max_body)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            rl_contract::metrics::observe,
+        ))
 }

@@ -310,6 +310,11 @@ pub struct Stack {
     pub keys_db: String,
     pub audit_db: String,
     pub health_url: String,
+    /// Admin listeners (`/metrics`, `/livez`, `/readyz`).
+    pub gateway_admin: String,
+    pub keys_admin: String,
+    pub audit_admin: String,
+    pub health_admin: String,
     pub gateway: Proc,
     pub keys: Proc,
     pub audit: Proc,
@@ -338,6 +343,8 @@ impl Stack {
         let gateway_port = free_port();
         let health_port = free_port();
         let health_url = format!("http://127.0.0.1:{health_port}");
+        let [gateway_admin, keys_admin, audit_admin, health_admin] =
+            [(); 4].map(|()| format!("127.0.0.1:{}", free_port()));
         let keys_url = format!("http://127.0.0.1:{keys_port}");
         let audit_url = format!("http://127.0.0.1:{audit_port}");
         let keys_db = database(opts.backend, dir.path(), "keys").await;
@@ -348,12 +355,14 @@ impl Stack {
             &bin("audit-service"),
             &[
                 kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
+                kv("AUDIT_ADMIN_ADDR", audit_admin.clone()),
                 kv("DATABASE_URL", audit_db.clone()),
             ],
             dir.path(),
         );
         let mut keys_env = vec![
             kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{keys_port}")),
+            kv("KEYS_ADMIN_ADDR", keys_admin.clone()),
             kv("DATABASE_URL", keys_db.clone()),
             kv("AUDIT_SERVICE_URL", audit_url.clone()),
             kv("KEYS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
@@ -365,6 +374,7 @@ impl Stack {
             &bin("health-service"),
             &[
                 kv("HEALTH_LISTEN_ADDR", format!("127.0.0.1:{health_port}")),
+                kv("HEALTH_ADMIN_ADDR", health_admin.clone()),
                 kv("KEYS_SERVICE_URL", keys_url.clone()),
                 kv("AUDIT_SERVICE_URL", audit_url.clone()),
                 kv("HEALTH_CACHE_TTL_MS", "200"),
@@ -377,6 +387,7 @@ impl Stack {
 
         let mut gw_env = vec![
             kv("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gateway_port}")),
+            kv("GATEWAY_ADMIN_ADDR", gateway_admin.clone()),
             kv("GATEWAY_THREADS", "2"),
             kv("KEYS_SERVICE_URL", keys_url.clone()),
             kv("AUDIT_SERVICE_URL", audit_url.clone()),
@@ -407,6 +418,10 @@ impl Stack {
             keys_db,
             audit_db,
             health_url,
+            gateway_admin: format!("http://{gateway_admin}"),
+            keys_admin: format!("http://{keys_admin}"),
+            audit_admin: format!("http://{audit_admin}"),
+            health_admin: format!("http://{health_admin}"),
             gateway,
             keys,
             audit,
