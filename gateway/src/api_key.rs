@@ -117,7 +117,11 @@ pub struct ApiKeyVerifier {
     invalidated: moka::sync::Cache<Hash, u64>,
     generation: AtomicU64,
     reset_generation: AtomicU64,
-    synced: AtomicBool,
+    /// keys-service's change feed is being followed.
+    feed_synced: AtomicBool,
+    /// Redis pub/sub is subscribed (only meaningful with `redis`).
+    pubsub_synced: AtomicBool,
+    redis: Option<crate::redis_tier::RedisTier>,
     unsynced_ttl: Duration,
     lookup_permits: Semaphore,
     lookup_timeout: Duration,
@@ -130,6 +134,7 @@ impl ApiKeyVerifier {
         client: KeysClient,
         s: &CacheSettings,
         metrics: Arc<crate::metrics::Metrics>,
+        redis: Option<crate::redis_tier::RedisTier>,
     ) -> Self {
         Self {
             cache: moka::future::Cache::builder()
@@ -145,7 +150,9 @@ impl ApiKeyVerifier {
                 .build(),
             generation: AtomicU64::new(0),
             reset_generation: AtomicU64::new(0),
-            synced: AtomicBool::new(false),
+            feed_synced: AtomicBool::new(false),
+            pubsub_synced: AtomicBool::new(false),
+            redis,
             unsynced_ttl: s.unsynced_ttl,
             lookup_permits: Semaphore::new(s.lookup_concurrency.max(1)),
             lookup_timeout: s.lookup_timeout,
@@ -172,12 +179,26 @@ impl ApiKeyVerifier {
         self.cache.invalidate_all();
     }
 
-    pub fn set_synced(&self, synced: bool) {
-        self.synced.store(synced, Ordering::SeqCst);
+    pub fn set_feed_synced(&self, synced: bool) {
+        self.feed_synced.store(synced, Ordering::SeqCst);
     }
 
+    pub fn set_pubsub_synced(&self, synced: bool) {
+        self.pubsub_synced.store(synced, Ordering::SeqCst);
+    }
+
+    pub fn redis(&self) -> Option<&crate::redis_tier::RedisTier> {
+        self.redis.as_ref()
+    }
+
+    /// Whether change notices are reaching this gateway. With Redis, only its pub/sub
+    /// reaches every keys-service replica's changes; without, keys-service's feed does.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
+        if self.redis.is_some() {
+            self.pubsub_synced.load(Ordering::SeqCst)
+        } else {
+            self.feed_synced.load(Ordering::SeqCst)
+        }
     }
 
     pub fn cached_entries(&self) -> u64 {
@@ -195,6 +216,36 @@ impl ApiKeyVerifier {
     async fn fetch(&self, hash: Hash, request_id: Option<&str>) -> Result<Arc<Entry>, KeysError> {
         let fetched_gen = self.generation.load(Ordering::SeqCst);
         let fetched_at = Instant::now();
+        // Redis first — unless this gateway was just told the key changed: then only
+        // keys-service's answer counts, so a record Redis failed to update can never bring
+        // a revoked key back.
+        if let Some(redis) = &self.redis
+            && self.invalidated.get(&hash).is_none()
+        {
+            let hex_hash = hex::encode(hash);
+            let (result, entry) = match redis.get(&hex_hash).await {
+                Ok(Some(cached)) => {
+                    let key = match cached {
+                        crate::redis_tier::Cached::Found(r) => Some(Arc::new(VerifiedKey::from(r))),
+                        crate::redis_tier::Cached::Missing => None,
+                    };
+                    ("hit", Some(key))
+                }
+                Ok(None) => ("miss", None),
+                Err(()) => ("error", None),
+            };
+            self.metrics
+                .cache
+                .with_label_values(&["api_key", "redis", result])
+                .inc();
+            if let Some(key) = entry {
+                return Ok(Arc::new(Entry {
+                    key,
+                    fetched_gen,
+                    fetched_at,
+                }));
+            }
+        }
         let _permit = tokio::time::timeout(self.lookup_timeout, self.lookup_permits.acquire())
             .await
             .map_err(|_| KeysError::Timeout)?
@@ -267,7 +318,12 @@ impl ApiKeyVerifier {
             }
             return evaluate(&entry, now_ms);
         }
-        Outcome::Unavailable
+        // Invalidations keep racing our lookups: answer from a fetch that started after
+        // all of them, without the cache.
+        match self.fetch(hash, request_id).await {
+            Ok(fresh) => evaluate(&fresh, now_ms),
+            Err(_) => Outcome::Unavailable,
+        }
     }
 }
 
@@ -342,6 +398,7 @@ mod tests {
                 lookup_timeout: Duration::from_millis(50),
             },
             Arc::new(crate::metrics::Metrics::new()),
+            None,
         );
         let h = [7u8; 32];
         let started = Entry {
@@ -372,6 +429,7 @@ mod tests {
                 lookup_timeout: Duration::from_millis(200),
             },
             Arc::new(crate::metrics::Metrics::new()),
+            None,
         );
         let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert!(matches!(

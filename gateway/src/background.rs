@@ -23,6 +23,7 @@ impl BackgroundService for Background {
         let feed = tokio::spawn(follow_changes(self.state.clone()));
         let resolve = tokio::spawn(resolve_upstreams(self.state.clone()));
         let jwks = tokio::spawn(refresh_jwks(self.state.clone()));
+        let pubsub = tokio::spawn(follow_redis(self.state.clone()));
         let mut flush = tokio::time::interval(self.state.settings.usage_flush_interval);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -34,6 +35,7 @@ impl BackgroundService for Background {
         feed.abort();
         resolve.abort();
         jwks.abort();
+        pubsub.abort();
         // Nothing batched is lost on a graceful stop.
         flush_usage(&self.state).await;
         tracing::info!("gateway background work flushed");
@@ -73,19 +75,81 @@ async fn follow_changes(state: Arc<GatewayState>) {
                         }
                     }
                 }
-                if !state.keys.is_synced() {
-                    tracing::info!("key change feed connected");
-                }
-                state.keys.set_synced(true);
+                state.keys.set_feed_synced(true);
                 epoch = Some(changes.epoch);
                 after = changes.seq;
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {
-                if state.keys.is_synced() {
-                    tracing::warn!(error = %e, "key change feed lost; cached keys now refresh after a short TTL");
+                tracing::debug!(error = %e, "key change feed unavailable; retrying");
+                state.keys.set_feed_synced(false);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Follow Redis' `rl:key-changes` channel, reconnecting by itself. While it is down the
+/// verifier treats the cache as unsynced (short TTLs) and the metric says so.
+async fn follow_redis(state: Arc<GatewayState>) {
+    use futures::StreamExt;
+    let Some(redis) = state.keys.redis() else {
+        return;
+    };
+    redis.connect_until_up().await;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = redis.client.get_async_pubsub().await?;
+            pubsub.subscribe(crate::redis_tier::CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => {
+                tracing::info!("redis invalidation channel subscribed");
+                // Whatever changed while we were away is unknown: start clean.
+                state.keys.invalidate_all();
+                state.keys.set_pubsub_synced(true);
+                backoff = Duration::from_millis(100);
+                let (mut sink, mut stream) = pubsub.split();
+                let mut ping = tokio::time::interval_at(
+                    tokio::time::Instant::now() + Duration::from_secs(5),
+                    Duration::from_secs(5),
+                );
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => match msg {
+                            Some(msg) => {
+                                let hash = std::str::from_utf8(msg.get_payload_bytes())
+                                    .ok()
+                                    .and_then(parse_hash);
+                                if let Some(hash) = hash {
+                                    state.keys.invalidate(hash).await;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = ping.tick() => {
+                            let alive = tokio::time::timeout(
+                                Duration::from_secs(2),
+                                // In subscribed mode the reply is an array, not "PONG".
+                                sink.ping::<redis::Value>(),
+                            )
+                            .await;
+                            if !matches!(alive, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
                 }
-                state.keys.set_synced(false);
+                tracing::warn!(
+                    "redis invalidation channel lost; cached keys now refresh after a short TTL"
+                );
+                state.keys.set_pubsub_synced(false);
+            }
+            _ => {
+                state.keys.set_pubsub_synced(false);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;
+pub mod redis_tier;
 pub mod request_id;
 pub mod routes;
 pub mod session;
@@ -67,7 +68,7 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: Settings, redis: Option<redis_tier::RedisTier>) -> Self {
         let metrics = Arc::new(metrics::Metrics::new());
         let client = KeysClient::new(
             settings.keys_service.authority.clone(),
@@ -84,6 +85,7 @@ impl GatewayState {
                 lookup_timeout: settings.key_lookup_timeout,
             },
             metrics.clone(),
+            redis,
         );
         let upstreams = Upstreams::new(&settings);
         let c = &settings.clerk;
@@ -173,7 +175,17 @@ pub fn run(settings: Settings) {
     };
     let listen = settings.listen_addr.to_string();
     let admin = settings.admin_addr.to_string();
-    let state = Arc::new(GatewayState::new(settings));
+    let redis = match settings.redis_url.as_deref() {
+        None => None,
+        Some(url) => match redis_tier::RedisTier::new(url, settings.redis_timeout) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("configuration error: invalid setting REDIS_URL: {e}");
+                std::process::exit(64);
+            }
+        },
+    };
+    let state = Arc::new(GatewayState::new(settings, redis));
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

@@ -27,6 +27,8 @@ pub const GRACE_PERIOD_SECONDS: &str = "GATEWAY_GRACE_PERIOD_SECONDS";
 pub const SHUTDOWN_TIMEOUT_SECONDS: &str = "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS";
 pub const AUTH_DEV_BYPASS: &str = "AUTH_DEV_BYPASS";
 pub const NODE_ENV: &str = "NODE_ENV";
+pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_TIMEOUT_MS: &str = "REDIS_TIMEOUT_MS";
 pub const CLERK_JWKS_URL: &str = "CLERK_JWKS_URL";
 pub const CLERK_JWT_KEY: &str = "CLERK_JWT_KEY";
 pub const CLERK_SECRET_KEY: &str = "CLERK_SECRET_KEY";
@@ -97,6 +99,9 @@ pub struct Settings {
     pub shutdown_timeout_seconds: u64,
     /// The local-development bypass, already checked against `NODE_ENV`.
     pub dev_bypass: bool,
+    /// The shared Redis tier and its invalidation channel, when configured.
+    pub redis_url: Option<String>,
+    pub redis_timeout: Duration,
     pub clerk: ClerkSettings,
     /// The route policy, already loaded (built-in defaults unless a file replaces them).
     pub policy: crate::policy::Policy,
@@ -229,6 +234,8 @@ impl Settings {
             grace_period_seconds: settings::parse(GRACE_PERIOD_SECONDS, 5)?,
             shutdown_timeout_seconds: settings::parse(SHUTDOWN_TIMEOUT_SECONDS, 10)?,
             dev_bypass: bypass_requested && !production,
+            redis_url: settings::raw(REDIS_URL),
+            redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 100)?,
             clerk: ClerkSettings::from_env()?,
             policy: policy_from_env()?,
         })

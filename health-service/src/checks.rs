@@ -35,11 +35,18 @@ pub struct HealthReport {
     pub checks: BTreeMap<&'static str, CheckResult>,
 }
 
-/// One dependency: a name, whether the API is down without it, and its readiness URL.
+/// One dependency: a name, whether the API is down without it, and how to probe it.
 struct Dependency {
     name: &'static str,
     critical: bool,
-    url: String,
+    probe: Probe,
+}
+
+enum Probe {
+    /// `GET` a readiness URL; any 2xx is ok.
+    Http(String),
+    /// `PING` (the gateways fall back to keys-service without Redis: degraded, not down).
+    Redis(redis::Client),
 }
 
 struct Cached {
@@ -82,15 +89,27 @@ impl Monitor {
                     // Without keys-service no API key can be verified: the API is down.
                     name: "keys_service",
                     critical: true,
-                    url: format!("{}/readyz", s.keys_service_url),
+                    probe: Probe::Http(format!("{}/readyz", s.keys_service_url)),
                 },
                 Dependency {
                     // Without audit-service the feed is unavailable; the API still serves.
                     name: "audit_service",
                     critical: false,
-                    url: format!("{}/readyz", s.audit_service_url),
+                    probe: Probe::Http(format!("{}/readyz", s.audit_service_url)),
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(
+                s.redis_url
+                    .as_deref()
+                    .and_then(|u| redis::Client::open(u).ok())
+                    .map(|c| Dependency {
+                        name: "redis",
+                        critical: false,
+                        probe: Probe::Redis(c),
+                    }),
+            )
+            .collect(),
             timeout: s.check_timeout,
             ttl: s.cache_ttl,
             cached: Mutex::new(None),
@@ -100,15 +119,29 @@ impl Monitor {
 
     async fn check(&self, dep: &Dependency) -> CheckResult {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.client.get(&dep.url).send()).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let error = match outcome {
-            Ok(Ok(r)) if r.status().is_success() => None,
-            Ok(Ok(_)) => Some("not ready"),
-            Ok(Err(e)) if e.is_timeout() => Some("timeout"),
-            Ok(Err(_)) => Some("unreachable"),
-            Err(_) => Some("timeout"),
+        let error = match &dep.probe {
+            Probe::Http(url) => {
+                match tokio::time::timeout(self.timeout, self.client.get(url).send()).await {
+                    Ok(Ok(r)) if r.status().is_success() => None,
+                    Ok(Ok(_)) => Some("not ready"),
+                    Ok(Err(e)) if e.is_timeout() => Some("timeout"),
+                    Ok(Err(_)) => Some("unreachable"),
+                    Err(_) => Some("timeout"),
+                }
+            }
+            Probe::Redis(client) => {
+                let ping = async {
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                };
+                match tokio::time::timeout(self.timeout, ping).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(_)) => Some("unreachable"),
+                    Err(_) => Some("timeout"),
+                }
+            }
         };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.checks_total
             .with_label_values(&[dep.name, if error.is_none() { "ok" } else { "down" }])
             .inc();

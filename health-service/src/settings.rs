@@ -11,6 +11,7 @@ pub const SHUTDOWN_GRACE_PERIOD_MS: &str = "SHUTDOWN_GRACE_PERIOD_MS";
 pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
 pub const CHECK_TIMEOUT_MS: &str = "HEALTH_CHECK_TIMEOUT_MS";
+pub const REDIS_URL: &str = "REDIS_URL";
 pub const CACHE_TTL_MS: &str = "HEALTH_CACHE_TTL_MS";
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub keys_service_url: String,
     pub audit_service_url: String,
+    /// Checked when set.
+    pub redis_url: Option<String>,
     pub check_timeout: Duration,
     pub cache_ttl: Duration,
 }
@@ -33,6 +36,7 @@ impl Settings {
             shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
             keys_service_url: base_url(KEYS_SERVICE_URL, "http://127.0.0.1:8081"),
             audit_service_url: base_url(AUDIT_SERVICE_URL, "http://127.0.0.1:8082"),
+            redis_url: settings::raw(REDIS_URL),
             check_timeout: settings::millis(CHECK_TIMEOUT_MS, 1_000)?,
             cache_ttl: settings::millis(CACHE_TTL_MS, 2_000)?,
         })

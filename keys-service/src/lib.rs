@@ -8,6 +8,7 @@
 //! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
 //! - [`changes`]: the change feed gateways long-poll to drop cached keys at once.
 //! - [`metrics`]: Prometheus metrics, served on the admin listener.
+//! - [`redis_tier`]: the shared Redis record cache and its change notices.
 //! - [`relay`]: delivers the audit outbox to audit-service.
 //! - [`routes`]: the public `/v1/api-keys` API, the internal gateway API, probes.
 //! - [`error`]: the one error enum, mapped to the documented envelope.
@@ -16,6 +17,7 @@ pub mod api_key;
 pub mod changes;
 pub mod error;
 pub mod metrics;
+pub mod redis_tier;
 pub mod relay;
 pub mod routes;
 pub mod settings;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub store: Store,
     pub changes: Arc<ChangeFeed>,
     pub relay: Arc<Notify>,
+    pub redis: Option<Arc<redis_tier::RedisTier>>,
 }
 
 impl AppState {
@@ -49,10 +52,18 @@ impl AppState {
         self.relay.notify_one();
     }
 
-    /// Tell gateways a key changed.
-    pub fn publish_change(&self, key_hash: &str) {
-        self.changes.publish(key_hash);
+    /// Tell gateways a key changed: the in-process feed, and Redis when configured.
+    pub async fn publish_change(&self, record: &store::KeyRecord) {
+        self.changes.publish(&record.key_hash);
         self.metrics.key_changes.inc();
+        if let Some(redis) = &self.redis {
+            redis
+                .changed(
+                    &record.key_hash,
+                    &routes::internal::LookupResponse::from(record),
+                )
+                .await;
+        }
     }
 }
 
@@ -60,6 +71,8 @@ impl AppState {
 pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] rl_contract::db::DbError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("server: {0}")]
@@ -85,7 +98,17 @@ impl Application {
             database = db.backend.as_str(),
             "keys-service listening"
         );
+        let redis = match &settings.redis_url {
+            Some(url) => Some(Arc::new(redis_tier::RedisTier::new(
+                url,
+                settings.redis_key_ttl,
+                settings.redis_negative_ttl,
+                settings.redis_timeout,
+            )?)),
+            None => None,
+        };
         let state = AppState {
+            redis,
             metrics: metrics::Metrics::new(),
             settings: Arc::new(settings),
             store: Store::new(db),
@@ -147,6 +170,16 @@ impl Application {
             state.metrics.clone(),
         );
         let relay_task = tokio::spawn(relay.run(relay_stopped));
+        if let Some(redis) = state.redis.clone() {
+            // Changes Redis missed are retried until it answers again.
+            tokio::spawn(async move {
+                redis.connect_until_up().await;
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    redis.retry_pending().await;
+                }
+            });
+        }
         let grace = state.settings.shutdown_grace;
         let app = routes::router(state);
         let served = rl_contract::shutdown::serve(self.listener, app, stop, grace)

@@ -18,6 +18,10 @@ pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
 pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 pub const CHANGE_FEED_MAX_WAIT_MS: &str = "KEYS_CHANGE_FEED_MAX_WAIT_MS";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
+pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_KEY_TTL_MS: &str = "REDIS_KEY_TTL_MS";
+pub const REDIS_NEGATIVE_TTL_MS: &str = "REDIS_NEGATIVE_TTL_MS";
+pub const REDIS_TIMEOUT_MS: &str = "REDIS_TIMEOUT_MS";
 pub const RELAY_MAX_BACKOFF_MS: &str = "KEYS_AUDIT_RELAY_MAX_BACKOFF_MS";
 
 #[derive(Debug, Clone)]
@@ -33,6 +37,11 @@ pub struct Settings {
     /// Where the outbox relay delivers audit events (`http://host:port`).
     pub audit_service_url: String,
     pub relay_max_backoff: Duration,
+    /// The shared Redis tier, when configured.
+    pub redis_url: Option<String>,
+    pub redis_key_ttl: Duration,
+    pub redis_negative_ttl: Duration,
+    pub redis_timeout: Duration,
 }
 
 impl Settings {
@@ -56,6 +65,10 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_owned(),
             relay_max_backoff: settings::millis(RELAY_MAX_BACKOFF_MS, 30_000)?,
+            redis_url: settings::raw(REDIS_URL),
+            redis_key_ttl: settings::millis(REDIS_KEY_TTL_MS, 300_000)?,
+            redis_negative_ttl: settings::millis(REDIS_NEGATIVE_TTL_MS, 10_000)?,
+            redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 250)?,
         })
     }
 
@@ -71,6 +84,10 @@ impl Settings {
             change_feed_max_wait: Duration::from_secs(25),
             audit_service_url: "http://127.0.0.1:9".to_owned(),
             relay_max_backoff: Duration::from_millis(500),
+            redis_url: None,
+            redis_key_ttl: Duration::from_secs(300),
+            redis_negative_ttl: Duration::from_secs(10),
+            redis_timeout: Duration::from_millis(250),
         }
     }
 }

@@ -209,7 +209,7 @@ async fn update(
         .await?
         .ok_or(ApiError::NotFound)?;
     if updated.changed {
-        state.publish_change(&updated.record.key_hash);
+        state.publish_change(&updated.record).await;
         state.relay_wake();
     }
     Ok(Json(ApiKeyView::of(updated.record, now)))
@@ -229,7 +229,7 @@ async fn revoke(
         .ok_or(ApiError::NotFound)?;
     // Publish even when it was already revoked: a repeated revoke repairs any gateway that
     // somehow missed the first notice.
-    state.publish_change(&revoked.record.key_hash);
+    state.publish_change(&revoked.record).await;
     if revoked.changed {
         state.relay_wake();
         tracing::info!(key_id = %revoked.record.id, "api key revoked");

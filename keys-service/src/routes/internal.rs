@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// What a gateway caches for a key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LookupResponse {
     pub id: String,
@@ -35,6 +35,18 @@ pub struct LookupResponse {
     /// Unix milliseconds.
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+}
+
+impl From<&crate::store::KeyRecord> for LookupResponse {
+    fn from(r: &crate::store::KeyRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            organization_id: r.organization_id.clone(),
+            scopes: r.scopes.clone(),
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        }
+    }
 }
 
 async fn lookup(
@@ -46,14 +58,21 @@ async fn lookup(
         .and_then(Value::as_str)
         .and_then(KeyHash::parse)
         .ok_or_else(|| ApiError::InvalidRequest("keyHash must be hex SHA-256.".to_owned()))?;
-    let record = state.store.lookup(&hash).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(LookupResponse {
-        id: record.id,
-        organization_id: record.organization_id,
-        scopes: record.scopes,
-        expires_at: record.expires_at,
-        revoked_at: record.revoked_at,
-    }))
+    let found = state
+        .store
+        .lookup(&hash)
+        .await?
+        .map(|record| LookupResponse {
+            id: record.id,
+            organization_id: record.organization_id,
+            scopes: record.scopes,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+        });
+    if let Some(redis) = &state.redis {
+        redis.fill(&hash.0, found.as_ref()).await;
+    }
+    found.map(Json).ok_or(ApiError::NotFound)
 }
 
 async fn usage(

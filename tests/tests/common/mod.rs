@@ -120,16 +120,28 @@ pub struct Proc {
     child: Option<Child>,
     pub log: PathBuf,
     program: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, env: &[(String, String)], log_dir: &Path) -> Self {
+        Self::spawn_with_args(name, program, &[], env, log_dir)
+    }
+
+    pub fn spawn_with_args(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> Self {
         let mut p = Self {
             name: name.to_owned(),
             child: None,
             log: log_dir.join(format!("{name}.log")),
             program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             env: env.to_vec(),
         };
         p.start();
@@ -143,7 +155,8 @@ impl Proc {
             .open(&self.log)
             .expect("log file");
         let mut cmd = Command::new(&self.program);
-        cmd.env_clear()
+        cmd.args(&self.args)
+            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("LOG_FORMAT", "json")
