@@ -30,6 +30,13 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub metrics: Metrics,
+    pub secrets: Arc<rl_contract::signing::Secrets>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<rl_contract::signing::Secrets> {
+    fn from_ref(state: &AppState) -> Self {
+        state.secrets.clone()
+    }
 }
 
 /// audit-service's Prometheus metrics.
@@ -101,6 +108,7 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
+                secrets: Arc::new(settings.secrets.clone()),
                 settings: Arc::new(settings),
                 store: Store::new(db),
                 metrics: Metrics::new(),

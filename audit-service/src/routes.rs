@@ -4,9 +4,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rl_contract::Identity;
 use rl_contract::http::JsonObject;
 use rl_contract::page::{self, Cursor};
+use rl_contract::signing::{Internal, VerifiedIdentity};
 use rl_contract::time_fmt::{now_ms, parse_rfc3339_ms};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -110,10 +110,10 @@ fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 
 async fn list(
     State(state): State<AppState>,
-    identity: Result<Identity, rl_contract::error::ErrorResponse>,
+    identity: Result<VerifiedIdentity, rl_contract::error::ErrorResponse>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Page>, ApiError> {
-    let identity = identity.map_err(|_| ApiError::Unauthenticated)?;
+    let VerifiedIdentity(identity) = identity.map_err(|_| ApiError::Unauthenticated)?;
     let q = parse_query(raw.as_deref())?;
     let limit = page::parse_limit(q.limit.as_deref())?;
     let cursor = q
@@ -132,6 +132,7 @@ async fn list(
 }
 
 async fn ingest(
+    _: Internal,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {

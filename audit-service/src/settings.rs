@@ -26,6 +26,8 @@ pub struct Settings {
     pub database_url: String,
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
+    /// Identity-signing secrets (refuses unsigned identity unless turned off).
+    pub secrets: rl_contract::signing::Secrets,
 }
 
 impl Settings {
@@ -44,6 +46,7 @@ impl Settings {
                 acquire_timeout: settings::millis(DB_ACQUIRE_TIMEOUT_MS, 3000)?,
             },
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 4 * 1024 * 1024)?,
+            secrets: rl_contract::signing::Secrets::from_env(true)?,
         })
     }
 
@@ -55,6 +58,7 @@ impl Settings {
             database_url: database_url.into(),
             pool: PoolSettings::default(),
             max_body_bytes: 4 * 1024 * 1024,
+            secrets: rl_contract::signing::Secrets::new(None, None, true),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`settings`]: reading typed settings from the environment (invalid = exit 64).
 //! - [`telemetry`]: `tracing` set-up shared by every binary.
 //! - [`db`]: one place that decides how SQLite and Postgres are both supported.
+//! - [`signing`]: the signed identity and the internal-endpoint token.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future every axum service waits on.
 //! - [`time_fmt`]: RFC 3339 timestamps as the API writes them.
 //!
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod page;
 pub mod settings;
 pub mod shutdown;
+pub mod signing;
 pub mod telemetry;
 pub mod time_fmt;
 

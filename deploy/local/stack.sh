@@ -40,6 +40,10 @@ export KEYS_SERVICE_URL=http://127.0.0.1:$KEYS_PORT
 export AUDIT_SERVICE_URL=http://127.0.0.1:$AUDIT_PORT
 export HEALTH_SERVICE_URL=http://127.0.0.1:$HEALTH_PORT
 export DEFAULT_UPSTREAM_URL=http://127.0.0.1:$UPSTREAM_PORT
+# The gateway signs the identity it injects; the services refuse anything unsigned. A fresh
+# secret each start (kept only in this process tree's environment).
+IDENTITY_SIGNING_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export IDENTITY_SIGNING_SECRET
 
 pids=()
 stop() {
@@ -86,6 +90,7 @@ ReconLayer Edge is running (embedded default: SQLite in .stack/data, no Redis, d
   audit-service    http://localhost:$AUDIT_PORT      (internal)
   health-service   http://localhost:$HEALTH_PORT      (internal)
   demo upstream    http://localhost:$UPSTREAM_PORT      (echoes the identity it receives)
+  metrics          http://localhost:9080/metrics (gateway; 9081-9083 for the services)
   logs             .stack/logs/
 
 First call:

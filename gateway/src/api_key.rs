@@ -388,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalidation_during_a_fetch_makes_its_result_stale() {
         let v = ApiKeyVerifier::new(
-            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(50)),
+            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(50), None),
             &CacheSettings {
                 capacity: 10,
                 ttl: Duration::from_secs(60),
@@ -419,7 +419,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_keys_service_is_unavailable_not_invalid() {
         let v = ApiKeyVerifier::new(
-            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(200)),
+            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(200), None),
             &CacheSettings {
                 capacity: 10,
                 ttl: Duration::from_secs(60),

@@ -50,10 +50,11 @@ pub struct KeysClient {
     client: Client<HttpConnector, Full<Bytes>>,
     authority: String,
     timeout: Duration,
+    internal_token: Option<String>,
 }
 
 impl KeysClient {
-    pub fn new(authority: String, timeout: Duration) -> Self {
+    pub fn new(authority: String, timeout: Duration, internal_token: Option<String>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
@@ -65,6 +66,7 @@ impl KeysClient {
             client,
             authority,
             timeout,
+            internal_token,
         }
     }
 
@@ -80,6 +82,9 @@ impl KeysClient {
         let mut builder = Request::builder().method(method).uri(uri);
         if body.is_some() {
             builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.internal_token {
+            builder = builder.header(rl_contract::signing::INTERNAL_TOKEN_HEADER, token);
         }
         if let Some(id) = request_id {
             builder = builder.header(rl_contract::identity::REQUEST_ID, id);

@@ -73,6 +73,7 @@ impl GatewayState {
         let client = KeysClient::new(
             settings.keys_service.authority.clone(),
             settings.key_lookup_timeout,
+            settings.secrets.internal_token(),
         );
         let keys = ApiKeyVerifier::new(
             client,
@@ -159,6 +160,12 @@ pub fn run(settings: Settings) {
     {
         tracing::warn!(
             "CLERK_ISSUER is not set: session tokens of any issuer signed by these keys are accepted; set it in production"
+        );
+    }
+    if !settings.secrets.can_sign() {
+        tracing::warn!(
+            "IDENTITY_SIGNING_SECRET is not set: injected identity is unsigned, and services \
+             that verify it will refuse every request"
         );
     }
     if settings.dev_bypass {

@@ -57,6 +57,31 @@ pub async fn respond(session: &mut Session, error: &GatewayError, request_id: &s
 }
 
 impl Gateway {
+    /// Sign the injected identity for this method and target (see `contract::signing`).
+    fn sign_identity(&self, req: &mut RequestHeader, target: &str) -> Result<()> {
+        let ts = rl_contract::time_fmt::now_ms().div_euclid(1000);
+        let values: Vec<(&str, &str)> = rl_contract::identity::OWNED_HEADERS
+            .iter()
+            .filter_map(|name| {
+                req.headers
+                    .get(*name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| (*name, v))
+            })
+            .collect();
+        let Some(signature) =
+            self.state
+                .settings
+                .secrets
+                .sign(ts, req.method.as_str(), target, &values)
+        else {
+            return Ok(());
+        };
+        req.insert_header(rl_contract::signing::TIMESTAMP_HEADER, ts.to_string())?;
+        req.insert_header(rl_contract::signing::SIGNATURE_HEADER, signature)?;
+        Ok(())
+    }
+
     /// Everything `request_filter` decides, as a plain result.
     async fn decide(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
         // Framing (Content-Length vs Transfer-Encoding) is pingora's: with both, it drops
@@ -178,6 +203,9 @@ impl ProxyHttp for Gateway {
             crate::identity::inject(upstream_request, caller)?;
         }
         upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if ctx.caller.is_some() {
+            self.sign_identity(upstream_request, &target.to_request_target())?;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }

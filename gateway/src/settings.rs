@@ -103,6 +103,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
     pub clerk: ClerkSettings,
+    /// Signs the injected identity (and authenticates internal calls).
+    pub secrets: rl_contract::signing::Secrets,
     /// The route policy, already loaded (built-in defaults unless a file replaces them).
     pub policy: crate::policy::Policy,
 }
@@ -237,6 +239,7 @@ impl Settings {
             redis_url: settings::raw(REDIS_URL),
             redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 100)?,
             clerk: ClerkSettings::from_env()?,
+            secrets: rl_contract::signing::Secrets::from_env(false)?,
             policy: policy_from_env()?,
         })
     }

@@ -44,6 +44,13 @@ pub struct AppState {
     pub changes: Arc<ChangeFeed>,
     pub relay: Arc<Notify>,
     pub redis: Option<Arc<redis_tier::RedisTier>>,
+    pub secrets: Arc<rl_contract::signing::Secrets>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<rl_contract::signing::Secrets> {
+    fn from_ref(state: &AppState) -> Self {
+        state.secrets.clone()
+    }
 }
 
 impl AppState {
@@ -108,6 +115,7 @@ impl Application {
             None => None,
         };
         let state = AppState {
+            secrets: Arc::new(settings.secrets.clone()),
             redis,
             metrics: metrics::Metrics::new(),
             settings: Arc::new(settings),
@@ -168,6 +176,7 @@ impl Application {
             state.relay.clone(),
             state.settings.relay_max_backoff,
             state.metrics.clone(),
+            state.secrets.internal_token(),
         );
         let relay_task = tokio::spawn(relay.run(relay_stopped));
         if let Some(redis) = state.redis.clone() {

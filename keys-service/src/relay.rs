@@ -21,6 +21,8 @@ pub struct Relay {
     pub wake: Arc<Notify>,
     pub max_backoff: Duration,
     pub metrics: crate::metrics::Metrics,
+    /// Sent to audit-service's internal ingestion.
+    pub internal_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,7 @@ impl Relay {
         wake: Arc<Notify>,
         max_backoff: Duration,
         metrics: crate::metrics::Metrics,
+        internal_token: Option<String>,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -51,6 +54,7 @@ impl Relay {
             wake,
             max_backoff,
             metrics,
+            internal_token,
         }
     }
 
@@ -62,12 +66,14 @@ impl Relay {
         }
         let seqs: Vec<i64> = items.iter().map(|i| i.seq).collect();
         let events: Vec<&serde_json::Value> = items.iter().map(|i| &i.event).collect();
-        let sent = self
+        let mut request = self
             .client
             .post(&self.endpoint)
-            .json(&serde_json::json!({ "events": events }))
-            .send()
-            .await;
+            .json(&serde_json::json!({ "events": events }));
+        if let Some(token) = &self.internal_token {
+            request = request.header(rl_contract::signing::INTERNAL_TOKEN_HEADER, token);
+        }
+        let sent = request.send().await;
         match sent {
             Ok(r) if r.status().is_success() => {
                 self.store.outbox_delete(&seqs).await?;

@@ -42,6 +42,8 @@ pub struct Settings {
     pub redis_key_ttl: Duration,
     pub redis_negative_ttl: Duration,
     pub redis_timeout: Duration,
+    /// Identity-signing secrets (services refuse unsigned identity unless turned off).
+    pub secrets: rl_contract::signing::Secrets,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             redis_key_ttl: settings::millis(REDIS_KEY_TTL_MS, 300_000)?,
             redis_negative_ttl: settings::millis(REDIS_NEGATIVE_TTL_MS, 10_000)?,
             redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 250)?,
+            secrets: rl_contract::signing::Secrets::from_env(true)?,
         })
     }
 
@@ -88,6 +91,7 @@ impl Settings {
             redis_key_ttl: Duration::from_secs(300),
             redis_negative_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_millis(250),
+            secrets: rl_contract::signing::Secrets::new(None, None, true),
         }
     }
 }

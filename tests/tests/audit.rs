@@ -49,6 +49,10 @@ async fn ingest(stack: &Stack, events: &[Value]) -> (u16, Value) {
                 "{}/internal/v1/audit-events/batch",
                 stack.audit_url
             ))
+            .header(
+                rl_contract::signing::INTERNAL_TOKEN_HEADER,
+                stack.internal_token(),
+            )
             .json(&json!({ "events": events }))
             .send()
             .await
@@ -277,6 +281,7 @@ async fn pagination_never_skips_or_repeats_while_events_arrive(backend: Backend)
     let writer = {
         let client = stack.client.clone();
         let url = format!("{}/internal/v1/audit-events/batch", stack.audit_url);
+        let token = stack.internal_token();
         tokio::spawn(async move {
             for round in 0..30i64 {
                 let batch: Vec<Value> = (0..10i64)
@@ -299,6 +304,7 @@ async fn pagination_never_skips_or_repeats_while_events_arrive(backend: Backend)
                     .collect();
                 let r = client
                     .post(&url)
+                    .header(rl_contract::signing::INTERNAL_TOKEN_HEADER, &token)
                     .json(&json!({"events": batch}))
                     .send()
                     .await
@@ -435,6 +441,10 @@ async fn bad_parameters_get_a_400_and_bad_batches_write_nothing(backend: Backend
                 "{}/internal/v1/audit-events/batch",
                 stack.audit_url
             ))
+            .header(
+                rl_contract::signing::INTERNAL_TOKEN_HEADER,
+                stack.internal_token(),
+            )
             .json(&body)
             .send()
             .await

@@ -397,11 +397,12 @@ async fn sigterm_drains_in_flight_requests_and_flushes_usage() {
     // The usage batch was flushed on the way out.
     let (_, got) = status_json(
         stack
-            .client
-            .get(format!("{}/v1/api-keys/{id}", stack.keys_url))
-            .header("x-organization-id", ORG)
-            .header("x-auth-type", "session")
-            .header("x-user-id", "user_dev")
+            .signed(
+                Method::GET,
+                &stack.keys_url,
+                &format!("/v1/api-keys/{id}"),
+                ORG,
+            )
             .send()
             .await
             .unwrap(),

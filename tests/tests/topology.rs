@@ -95,6 +95,7 @@ impl Cluster {
             None => database(backend, dir.path(), "keys").await,
         };
         let audit_db = database(backend, dir.path(), "audit").await;
+        let secret = common::new_secret();
         let audit_port = free_port();
         let audit_url = format!("http://127.0.0.1:{audit_port}");
         let mut audit = Proc::spawn(
@@ -104,6 +105,7 @@ impl Cluster {
                 kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
                 kv("AUDIT_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
                 kv("DATABASE_URL", audit_db),
+                kv("IDENTITY_SIGNING_SECRET", secret.clone()),
             ],
             dir.path(),
         );
@@ -122,6 +124,7 @@ impl Cluster {
                     kv("AUDIT_SERVICE_URL", audit_url.clone()),
                     kv("REDIS_URL", redis_url.clone()),
                     kv("DATABASE_ACQUIRE_TIMEOUT_MS", "1000"),
+                    kv("IDENTITY_SIGNING_SECRET", secret.clone()),
                 ],
                 dir.path(),
             );
@@ -141,6 +144,7 @@ impl Cluster {
                     kv("AUTH_DEV_BYPASS", "1"),
                     kv("GATEWAY_GRACE_PERIOD_SECONDS", "0"),
                     kv("GATEWAY_KEY_CACHE_UNSYNCED_TTL_MS", "500"),
+                    kv("IDENTITY_SIGNING_SECRET", secret.clone()),
                 ],
                 dir.path(),
             );
@@ -459,6 +463,7 @@ async fn replicas_starting_together_migrate_once() {
                         kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{port}")),
                         kv("KEYS_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
                         kv("DATABASE_URL", db.clone()),
+                        kv("IDENTITY_VERIFICATION", "off"),
                     ],
                     dir.path(),
                 ),

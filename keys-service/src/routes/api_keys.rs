@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
+use rl_contract::signing::VerifiedIdentity;
 use rl_contract::time_fmt::{format_ms, now_ms};
 use rl_contract::{AuthType, Identity};
 use serde::{Deserialize, Serialize};
@@ -30,11 +31,14 @@ pub fn router() -> Router<AppState> {
 /// A caller allowed to manage keys: a signed-in dashboard session, never an API key.
 pub struct Manager(pub Identity);
 
-impl<S: Send + Sync> FromRequestParts<S> for Manager {
+impl FromRequestParts<AppState> for Manager {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let identity = Identity::from_request_parts(parts, state)
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let VerifiedIdentity(identity) = VerifiedIdentity::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::Unauthenticated)?;
         if identity.auth_type != AuthType::Session {

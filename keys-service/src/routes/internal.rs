@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
+use rl_contract::signing::Internal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -50,6 +51,7 @@ impl From<&crate::store::KeyRecord> for LookupResponse {
 }
 
 async fn lookup(
+    _: Internal,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<LookupResponse>, ApiError> {
@@ -76,6 +78,7 @@ async fn lookup(
 }
 
 async fn usage(
+    _: Internal,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
@@ -113,7 +116,11 @@ struct ChangesParams {
     wait_ms: Option<u64>,
 }
 
-async fn changes(State(state): State<AppState>, Query(p): Query<ChangesParams>) -> Json<Changes> {
+async fn changes(
+    _: Internal,
+    State(state): State<AppState>,
+    Query(p): Query<ChangesParams>,
+) -> Json<Changes> {
     let wait =
         Duration::from_millis(p.wait_ms.unwrap_or(0)).min(state.settings.change_feed_max_wait);
     Json(

@@ -201,6 +201,21 @@ impl Proc {
         }
     }
 
+    /// Wait (without signalling) up to `within` for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -296,6 +311,8 @@ pub struct StackOptions {
     pub node_env: Option<&'static str>,
     pub gateway_env: Vec<(String, String)>,
     pub keys_env: Vec<(String, String)>,
+    /// Extra settings for keys-service and audit-service alike.
+    pub services_env: Vec<(String, String)>,
     /// Default upstream URL; `None` = the in-process echo server.
     pub upstream_url: Option<String>,
 }
@@ -308,6 +325,7 @@ impl StackOptions {
             node_env: None,
             gateway_env: Vec::new(),
             keys_env: Vec::new(),
+            services_env: Vec::new(),
             upstream_url: None,
         }
     }
@@ -333,6 +351,13 @@ pub struct Stack {
     pub audit: Proc,
     pub health: Proc,
     pub echo: LocalServer,
+    /// The identity-signing secret this stack shares.
+    pub secret: String,
+}
+
+/// A fresh signing secret for one test stack.
+pub fn new_secret() -> String {
+    format!("test-secret-{}", uuid::Uuid::new_v4().simple())
 }
 
 fn kv(k: &str, v: impl Into<String>) -> (String, String) {
@@ -360,17 +385,21 @@ impl Stack {
             [(); 4].map(|()| format!("127.0.0.1:{}", free_port()));
         let keys_url = format!("http://127.0.0.1:{keys_port}");
         let audit_url = format!("http://127.0.0.1:{audit_port}");
+        let secret = new_secret();
         let keys_db = database(opts.backend, dir.path(), "keys").await;
         let audit_db = database(opts.backend, dir.path(), "audit").await;
 
+        let mut audit_env = vec![
+            kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
+            kv("AUDIT_ADMIN_ADDR", audit_admin.clone()),
+            kv("DATABASE_URL", audit_db.clone()),
+            kv("IDENTITY_SIGNING_SECRET", secret.clone()),
+        ];
+        audit_env.extend(opts.services_env.iter().cloned());
         let mut audit = Proc::spawn(
             "audit-service",
             &bin("audit-service"),
-            &[
-                kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
-                kv("AUDIT_ADMIN_ADDR", audit_admin.clone()),
-                kv("DATABASE_URL", audit_db.clone()),
-            ],
+            &audit_env,
             dir.path(),
         );
         let mut keys_env = vec![
@@ -379,7 +408,9 @@ impl Stack {
             kv("DATABASE_URL", keys_db.clone()),
             kv("AUDIT_SERVICE_URL", audit_url.clone()),
             kv("KEYS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
+            kv("IDENTITY_SIGNING_SECRET", secret.clone()),
         ];
+        keys_env.extend(opts.services_env.iter().cloned());
         keys_env.extend(opts.keys_env.iter().cloned());
         let mut keys = Proc::spawn("keys-service", &bin("keys-service"), &keys_env, dir.path());
         let mut health = Proc::spawn(
@@ -411,6 +442,7 @@ impl Stack {
             ),
             kv("GATEWAY_GRACE_PERIOD_SECONDS", "0"),
             kv("GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", "2"),
+            kv("IDENTITY_SIGNING_SECRET", secret.clone()),
         ];
         if opts.dev_bypass {
             gw_env.push(kv("AUTH_DEV_BYPASS", "1"));
@@ -440,7 +472,29 @@ impl Stack {
             audit,
             health,
             echo,
+            secret,
         }
+    }
+
+    pub fn secrets(&self) -> rl_contract::signing::Secrets {
+        rl_contract::signing::Secrets::new(Some(&self.secret), None, false)
+    }
+
+    /// The token internal endpoints accept.
+    pub fn internal_token(&self) -> String {
+        self.secrets().internal_token().unwrap()
+    }
+
+    /// A request straight to a service (not through the gateway), carrying a session
+    /// identity for `org` signed as the gateway would sign it.
+    pub fn signed(
+        &self,
+        method: reqwest::Method,
+        base: &str,
+        target: &str,
+        org: &str,
+    ) -> reqwest::RequestBuilder {
+        signed_request(&self.client, &self.secrets(), method, base, target, org)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -487,6 +541,35 @@ impl Stack {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A request carrying a dashboard-session identity for `org`, signed with `secrets`.
+pub fn signed_request(
+    client: &reqwest::Client,
+    secrets: &rl_contract::signing::Secrets,
+    method: reqwest::Method,
+    base: &str,
+    target: &str,
+    org: &str,
+) -> reqwest::RequestBuilder {
+    use rl_contract::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    let identity = [
+        ("x-organization-id", org),
+        ("x-auth-type", "session"),
+        ("x-user-id", "user_direct"),
+    ];
+    let ts = rl_contract::time_fmt::now_ms() / 1000;
+    let sig = secrets
+        .sign(ts, method.as_str(), target, &identity)
+        .unwrap();
+    let mut req = client
+        .request(method, format!("{base}{target}"))
+        .header(TIMESTAMP_HEADER, ts.to_string())
+        .header(SIGNATURE_HEADER, sig);
+    for (k, v) in identity {
+        req = req.header(k, v);
+    }
+    req
 }
 
 /// Status and parsed JSON body of a response.

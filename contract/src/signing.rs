@@ -1,0 +1,378 @@
+//! Signed identity: the gateway signs what it injects, services verify it, so a request
+//! that reaches a service without passing the gateway carries no identity anyone trusts.
+//!
+//! The signature is HMAC-SHA256 over
+//!
+//! ```text
+//! v1\n<unix seconds>\n<METHOD>\n<path?query as forwarded>\n<name>:<value>\n… (every
+//! identity header of contract::identity::OWNED_HEADERS, in that order; absent = empty)
+//! ```
+//!
+//! sent as `x-reconlayer-identity-timestamp` and `x-reconlayer-identity-signature: v1=<hex>`.
+//! Binding method and target means a captured identity cannot be replayed onto another
+//! request; the timestamp bounds replays of the same one to `MAX_AGE`. Two secrets are
+//! accepted (current and previous), so the secret can be rotated without downtime.
+//!
+//! Internal endpoints (`/internal/*`) take `x-reconlayer-internal-token`, an HMAC of a fixed
+//! label under the same secret, so only holders of the secret reach them.
+
+use std::time::Duration;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::error::{ErrorCode, ErrorResponse, messages};
+use crate::identity::{Identity, OWNED_HEADERS};
+use crate::settings::{self, SettingsError};
+
+pub const TIMESTAMP_HEADER: &str = "x-reconlayer-identity-timestamp";
+pub const SIGNATURE_HEADER: &str = "x-reconlayer-identity-signature";
+pub const INTERNAL_TOKEN_HEADER: &str = "x-reconlayer-internal-token";
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+pub const SECRET: &str = "IDENTITY_SIGNING_SECRET";
+pub const PREVIOUS_SECRET: &str = "IDENTITY_SIGNING_SECRET_PREVIOUS";
+pub const VERIFICATION: &str = "IDENTITY_VERIFICATION";
+const MIN_SECRET_LEN: usize = 32;
+const INTERNAL_LABEL: &[u8] = b"reconlayer-internal-v1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length.
+    HmacSha256::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+/// The signing secrets, loaded once from the environment.
+#[derive(Clone)]
+pub struct Secrets {
+    current: Option<Vec<u8>>,
+    previous: Option<Vec<u8>>,
+    /// Explicit local-development opt-out: unsigned identity is accepted.
+    pub verification_off: bool,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("current", &self.current.as_ref().map(|_| "<redacted>"))
+            .field("previous", &self.previous.as_ref().map(|_| "<redacted>"))
+            .field("verification_off", &self.verification_off)
+            .finish()
+    }
+}
+
+impl Secrets {
+    pub fn new(current: Option<&str>, previous: Option<&str>, verification_off: bool) -> Self {
+        Self {
+            current: current.map(|s| s.as_bytes().to_vec()),
+            previous: previous.map(|s| s.as_bytes().to_vec()),
+            verification_off,
+        }
+    }
+
+    /// Read `IDENTITY_SIGNING_SECRET[_PREVIOUS]` and `IDENTITY_VERIFICATION`.
+    /// `require` (the services): without a secret, refuse to start unless verification is
+    /// explicitly `off`.
+    pub fn from_env(require: bool) -> Result<Self, SettingsError> {
+        let check = |name: &'static str| -> Result<Option<String>, SettingsError> {
+            match settings::raw(name) {
+                Some(s) if s.len() < MIN_SECRET_LEN => Err(SettingsError::new(
+                    name,
+                    "<redacted>",
+                    format!("must be at least {MIN_SECRET_LEN} characters"),
+                )),
+                other => Ok(other),
+            }
+        };
+        let current = check(SECRET)?;
+        let previous = check(PREVIOUS_SECRET)?;
+        let verification_off = match settings::raw(VERIFICATION).as_deref() {
+            None | Some("on") => false,
+            Some("off") => true,
+            Some(other) => {
+                return Err(SettingsError::new(
+                    VERIFICATION,
+                    other,
+                    "expected on or off",
+                ));
+            }
+        };
+        if require && current.is_none() && !verification_off {
+            return Err(SettingsError::new(
+                SECRET,
+                "",
+                "required: services refuse unsigned identity (set IDENTITY_VERIFICATION=off only for local development)",
+            ));
+        }
+        if verification_off {
+            tracing::warn!(
+                "IDENTITY_VERIFICATION=off: identity headers are trusted unsigned. Local development only."
+            );
+        }
+        Ok(Self::new(
+            current.as_deref(),
+            previous.as_deref(),
+            verification_off,
+        ))
+    }
+
+    pub fn can_sign(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn accepted(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.current.iter().chain(self.previous.iter())
+    }
+
+    /// The signature header value for one request, or `None` without a secret.
+    pub fn sign(
+        &self,
+        timestamp: i64,
+        method: &str,
+        target: &str,
+        identity: &[(&str, &str)],
+    ) -> Option<String> {
+        let secret = self.current.as_ref()?;
+        let mut m = mac(secret);
+        m.update(&canonical(timestamp, method, target, identity));
+        Some(format!("v1={}", hex::encode(m.finalize().into_bytes())))
+    }
+
+    /// The token internal endpoints accept.
+    pub fn internal_token(&self) -> Option<String> {
+        let secret = self.current.as_ref()?;
+        let mut m = mac(secret);
+        m.update(INTERNAL_LABEL);
+        Some(hex::encode(m.finalize().into_bytes()))
+    }
+
+    pub fn verify_internal(&self, headers: &HeaderMap) -> bool {
+        if self.verification_off {
+            return true;
+        }
+        let Some(Ok(token)) = headers.get(INTERNAL_TOKEN_HEADER).map(|v| v.to_str()) else {
+            return false;
+        };
+        let Ok(token) = hex::decode(token) else {
+            return false;
+        };
+        self.accepted().any(|secret| {
+            let mut m = mac(secret);
+            m.update(INTERNAL_LABEL);
+            m.verify_slice(&token).is_ok()
+        })
+    }
+
+    /// Verify the identity headers of a request against its method and target.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        target: &str,
+        now: i64,
+    ) -> Result<(), &'static str> {
+        if self.verification_off {
+            return Ok(());
+        }
+        let single = |name: &str| -> Result<Option<&str>, &'static str> {
+            let mut all = headers.get_all(name).iter();
+            let first = all.next();
+            if all.next().is_some() {
+                return Err("duplicated");
+            }
+            first
+                .map(|v| v.to_str().map_err(|_| "malformed"))
+                .transpose()
+        };
+        let ts: i64 = single(TIMESTAMP_HEADER)?
+            .ok_or("missing")?
+            .parse()
+            .map_err(|_| "malformed")?;
+        if (now - ts).unsigned_abs() > MAX_AGE.as_secs() {
+            return Err("stale");
+        }
+        let sig = single(SIGNATURE_HEADER)?
+            .ok_or("missing")?
+            .strip_prefix("v1=")
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or("malformed")?;
+        let mut values = Vec::with_capacity(OWNED_HEADERS.len());
+        for name in OWNED_HEADERS {
+            values.push((*name, single(name)?.unwrap_or("")));
+        }
+        let message = canonical(ts, method.as_str(), target, &values);
+        let ok = self.accepted().any(|secret| {
+            let mut m = mac(secret);
+            m.update(&message);
+            m.verify_slice(&sig).is_ok()
+        });
+        if ok { Ok(()) } else { Err("forged") }
+    }
+}
+
+fn canonical(timestamp: i64, method: &str, target: &str, identity: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("v1\n{timestamp}\n{method}\n{target}\n");
+    for name in OWNED_HEADERS {
+        let value = identity
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or("", |(_, v)| *v);
+        out.push_str(name);
+        out.push(':');
+        out.push_str(value);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// An identity the gateway injected *and signed* for this very request.
+pub struct VerifiedIdentity(pub Identity);
+
+impl<S> FromRequestParts<S> for VerifiedIdentity
+where
+    S: Send + Sync,
+    std::sync::Arc<Secrets>: FromRef<S>,
+{
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let secrets = std::sync::Arc::<Secrets>::from_ref(state);
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let now = crate::time_fmt::now_ms().div_euclid(1000);
+        let unauthorized = || ErrorResponse::new(ErrorCode::Unauthorized, messages::MISSING_BEARER);
+        if let Err(reason) = secrets.verify(&parts.headers, &parts.method, &target, now) {
+            tracing::warn!(reason, "refused a request with unverified identity");
+            return Err(unauthorized());
+        }
+        Identity::from_headers(&parts.headers)
+            .map(Self)
+            .ok_or_else(unauthorized)
+    }
+}
+
+/// Internal endpoints: only holders of the signing secret.
+pub struct Internal;
+
+impl<S> FromRequestParts<S> for Internal
+where
+    S: Send + Sync,
+    std::sync::Arc<Secrets>: FromRef<S>,
+{
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if std::sync::Arc::<Secrets>::from_ref(state).verify_internal(&parts.headers) {
+            Ok(Self)
+        } else {
+            Err(ErrorResponse::new(
+                ErrorCode::Unauthorized,
+                "This endpoint is internal.",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const SECRET_A: &str = "a-secret-of-at-least-thirty-two-characters";
+    const SECRET_B: &str = "another-secret-of-thirty-two-characters!!";
+
+    fn signed(secrets: &Secrets, ts: i64, method: &str, target: &str) -> HeaderMap {
+        let identity = [
+            ("x-organization-id", "org_a"),
+            ("x-auth-type", "api_key"),
+            ("x-api-key-id", "k1"),
+        ];
+        let mut h = HeaderMap::new();
+        for (k, v) in identity {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        h.insert(
+            TIMESTAMP_HEADER,
+            HeaderValue::from_str(&ts.to_string()).expect("ascii"),
+        );
+        let sig = secrets.sign(ts, method, target, &identity).expect("secret");
+        h.insert(
+            SIGNATURE_HEADER,
+            HeaderValue::from_str(&sig).expect("ascii"),
+        );
+        h
+    }
+
+    #[test]
+    fn a_signed_identity_verifies_and_any_change_breaks_it() {
+        let s = Secrets::new(Some(SECRET_A), None, false);
+        let h = signed(&s, 1000, "GET", "/v1/x?y=1");
+        assert_eq!(s.verify(&h, &Method::GET, "/v1/x?y=1", 1010), Ok(()));
+        assert_eq!(
+            s.verify(&h, &Method::POST, "/v1/x?y=1", 1010),
+            Err("forged")
+        );
+        assert_eq!(s.verify(&h, &Method::GET, "/v1/x?y=2", 1010), Err("forged"));
+        assert_eq!(s.verify(&h, &Method::GET, "/v1/x?y=1", 1061), Err("stale"));
+        let mut tampered = h.clone();
+        tampered.insert("x-organization-id", HeaderValue::from_static("org_b"));
+        assert_eq!(
+            s.verify(&tampered, &Method::GET, "/v1/x?y=1", 1010),
+            Err("forged")
+        );
+        let mut added = h.clone();
+        added.insert("x-org-role", HeaderValue::from_static("org:admin"));
+        assert_eq!(
+            s.verify(&added, &Method::GET, "/v1/x?y=1", 1010),
+            Err("forged")
+        );
+        let mut doubled = h.clone();
+        doubled.append("x-organization-id", HeaderValue::from_static("org_a"));
+        assert_eq!(
+            s.verify(&doubled, &Method::GET, "/v1/x?y=1", 1010),
+            Err("duplicated")
+        );
+        let mut unsigned = h.clone();
+        unsigned.remove(SIGNATURE_HEADER);
+        assert_eq!(
+            s.verify(&unsigned, &Method::GET, "/v1/x?y=1", 1010),
+            Err("missing")
+        );
+        let other = Secrets::new(Some(SECRET_B), None, false);
+        assert_eq!(
+            other.verify(&h, &Method::GET, "/v1/x?y=1", 1010),
+            Err("forged")
+        );
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_secret() {
+        let old = Secrets::new(Some(SECRET_A), None, false);
+        let rotated = Secrets::new(Some(SECRET_B), Some(SECRET_A), false);
+        let h = signed(&old, 1000, "GET", "/v1/x");
+        assert_eq!(rotated.verify(&h, &Method::GET, "/v1/x", 1000), Ok(()));
+        let mut internal = HeaderMap::new();
+        internal.insert(
+            INTERNAL_TOKEN_HEADER,
+            HeaderValue::from_str(&old.internal_token().expect("secret")).expect("ascii"),
+        );
+        assert!(rotated.verify_internal(&internal));
+        assert!(!Secrets::new(Some(SECRET_B), None, false).verify_internal(&internal));
+        assert!(!rotated.verify_internal(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn verification_off_accepts_anything_and_says_so() {
+        let off = Secrets::new(None, None, true);
+        assert_eq!(off.verify(&HeaderMap::new(), &Method::GET, "/", 0), Ok(()));
+        assert!(off.verify_internal(&HeaderMap::new()));
+        assert!(!off.can_sign());
+    }
+}
