@@ -20,6 +20,8 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("no such route")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("key verification unavailable")]
     KeysUnavailable,
     #[error("identity provider unavailable")]
@@ -39,6 +41,7 @@ impl GatewayError {
             }
             Self::SessionRequired | Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::KeysUnavailable | Self::IdentityUnavailable => ErrorCode::ServiceUnavailable,
             Self::BadGateway => ErrorCode::BadGateway,
             Self::GatewayTimeout => ErrorCode::GatewayTimeout,
@@ -53,6 +56,7 @@ impl GatewayError {
             Self::InvalidSession(_) => messages::INVALID_SESSION,
             Self::SessionRequired => messages::SESSION_REQUIRED,
             Self::NotFound => "No such route.",
+            Self::MethodNotAllowed => "Method not allowed on this route.",
             Self::KeysUnavailable => {
                 "API key verification is temporarily unavailable. Retry shortly."
             }
@@ -83,6 +87,7 @@ impl GatewayError {
             Self::SessionRequired => "session_required",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
             Self::IdentityUnavailable => "identity_unavailable",
             Self::BadGateway => "bad_gateway",

@@ -10,6 +10,7 @@
 //! - [`routes`]: route classes and where they go.
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
 //! - [`api_key`]: the moka cache in front of keys-service, with change-feed invalidation.
+//! - [`docs`]: `/openapi.json`, `/openapi.yaml` and the `/docs` explorer, built in.
 //! - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
 //! - [`auth`]: authentication, from headers to exactly one [`auth::Caller`].
 //! - [`policy`]: what each route requires (session only, permissions, scopes).
@@ -22,6 +23,7 @@ pub mod api_key;
 pub mod auth;
 pub mod background;
 pub mod credential;
+pub mod docs;
 pub mod error;
 pub mod identity;
 pub mod jwks;

@@ -92,7 +92,8 @@ impl Gateway {
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         ctx.route = routes::classify(&target.path);
         if ctx.route == Route::Docs {
-            return Err(GatewayError::NotFound);
+            ctx.target = Some(target);
+            return Ok(());
         }
         if ctx.route.is_public() {
             ctx.target = Some(target);
@@ -133,6 +134,44 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The built-in document and explorer (`GET`/`HEAD` only).
+    async fn serve_docs(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let path = ctx.target.as_ref().map_or("", |t| t.path.as_str());
+        let method = session.req_header().method.clone();
+        let asset = crate::docs::asset(path);
+        let error = match (&asset, method.as_str()) {
+            (None, _) => Some(GatewayError::NotFound),
+            (Some(_), "GET" | "HEAD") => None,
+            (Some(_), _) => Some(GatewayError::MethodNotAllowed),
+        };
+        if let Some(e) = error {
+            ctx.refusal = Some(e.reason());
+            return respond(session, &e, &ctx.request_id).await;
+        }
+        let Some(asset) = asset else {
+            return Ok(());
+        };
+        let mut resp = ResponseHeader::build(200, Some(6))?;
+        resp.insert_header("content-type", asset.content_type)?;
+        resp.insert_header("content-length", asset.body.len().to_string())?;
+        resp.insert_header("cache-control", "public, max-age=300")?;
+        resp.insert_header("x-content-type-options", "nosniff")?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if asset.html {
+            resp.insert_header("content-security-policy", crate::docs::CSP)?;
+        }
+        let head = method == http::Method::HEAD;
+        session.write_response_header(Box::new(resp), head).await?;
+        if !head {
+            session
+                .write_response_body(Some(Bytes::from_static(asset.body)), true)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -153,6 +192,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
         match self.decide(session, ctx).await {
+            Ok(()) if ctx.route == Route::Docs => {
+                self.serve_docs(session, ctx).await?;
+                Ok(true)
+            }
             Ok(()) => Ok(false),
             Err(e) => {
                 ctx.refusal = Some(e.reason());

@@ -66,19 +66,20 @@ pub fn parse_key_id(raw: &str) -> Result<String, ApiError> {
 
 pub fn validate_name(value: Option<&Value>) -> Result<String, ApiError> {
     let invalid = |m: &str| ApiError::InvalidRequest(m.to_owned());
-    let name = match value {
+    let raw = match value {
         None | Some(Value::Null) => return Err(invalid("name is required.")),
-        Some(Value::String(s)) => s.trim(),
+        Some(Value::String(s)) => s,
         Some(_) => return Err(invalid("name must be a string.")),
     };
-    if name.is_empty() {
-        return Err(invalid("name must not be empty."));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
+    if raw.chars().count() > MAX_NAME_CHARS {
         return Err(invalid("name must be at most 200 characters."));
     }
-    if name.chars().any(char::is_control) {
+    if raw.chars().any(char::is_control) {
         return Err(invalid("name must not contain control characters."));
+    }
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(invalid("name must not be empty."));
     }
     Ok(name.to_owned())
 }

@@ -229,7 +229,8 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
 pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
     let db = Database::connect(&settings.database_url, &settings.pool).await?;
-    db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS).await?;
+    db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
+        .await?;
     tracing::info!(database = db.backend.as_str(), "migrations applied");
     Ok(())
 }
