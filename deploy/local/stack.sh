@@ -15,6 +15,10 @@ KEYS_PORT=${KEYS_PORT:-8081}
 AUDIT_PORT=${AUDIT_PORT:-8082}
 HEALTH_PORT=${HEALTH_PORT:-8083}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8090}
+GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-9080}
+KEYS_ADMIN_PORT=${KEYS_ADMIN_PORT:-9081}
+AUDIT_ADMIN_PORT=${AUDIT_ADMIN_PORT:-9082}
+HEALTH_ADMIN_PORT=${HEALTH_ADMIN_PORT:-9083}
 PROFILE=${STACK_PROFILE:-dev}
 
 if ! command -v cmake >/dev/null 2>&1; then
@@ -31,7 +35,7 @@ echo "==> building (cargo build --profile $PROFILE)"
 cargo build --profile "$PROFILE" --workspace --bins
 case "$PROFILE" in dev) BIN=$ROOT/target/debug ;; *) BIN=$ROOT/target/$PROFILE ;; esac
 
-STATE=$ROOT/.stack
+STATE=${STACK_STATE_DIR:-$ROOT/.stack}
 mkdir -p "$STATE/logs" "$STATE/data"
 export DATA_DIR=$STATE/data
 export LOG_FORMAT=${LOG_FORMAT:-json}
@@ -42,7 +46,7 @@ export HEALTH_SERVICE_URL=http://127.0.0.1:$HEALTH_PORT
 export DEFAULT_UPSTREAM_URL=http://127.0.0.1:$UPSTREAM_PORT
 # The gateway signs the identity it injects; the services refuse anything unsigned. A fresh
 # secret each start (kept only in this process tree's environment).
-IDENTITY_SIGNING_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+IDENTITY_SIGNING_SECRET=${IDENTITY_SIGNING_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export IDENTITY_SIGNING_SECRET
 
 pids=()
@@ -71,14 +75,14 @@ wait_for() { # name url
   exit 1
 }
 
-start audit-service AUDIT_LISTEN_ADDR=127.0.0.1:$AUDIT_PORT "$BIN/audit-service"
-start keys-service KEYS_LISTEN_ADDR=127.0.0.1:$KEYS_PORT "$BIN/keys-service"
-start health-service HEALTH_LISTEN_ADDR=127.0.0.1:$HEALTH_PORT "$BIN/health-service"
+start audit-service AUDIT_LISTEN_ADDR=127.0.0.1:$AUDIT_PORT AUDIT_ADMIN_ADDR=127.0.0.1:$AUDIT_ADMIN_PORT "$BIN/audit-service"
+start keys-service KEYS_LISTEN_ADDR=127.0.0.1:$KEYS_PORT KEYS_ADMIN_ADDR=127.0.0.1:$KEYS_ADMIN_PORT "$BIN/keys-service"
+start health-service HEALTH_LISTEN_ADDR=127.0.0.1:$HEALTH_PORT HEALTH_ADMIN_ADDR=127.0.0.1:$HEALTH_ADMIN_PORT "$BIN/health-service"
 start demo-upstream DEMO_UPSTREAM_LISTEN_ADDR=127.0.0.1:$UPSTREAM_PORT "$BIN/demo-upstream"
 wait_for audit-service "http://127.0.0.1:$AUDIT_PORT/livez"
 wait_for keys-service "http://127.0.0.1:$KEYS_PORT/livez"
 wait_for health-service "http://127.0.0.1:$HEALTH_PORT/livez"
-start gateway GATEWAY_LISTEN_ADDR=127.0.0.1:$GATEWAY_PORT AUTH_DEV_BYPASS=1 NODE_ENV=development "$BIN/gateway"
+start gateway GATEWAY_LISTEN_ADDR=127.0.0.1:$GATEWAY_PORT GATEWAY_ADMIN_ADDR=127.0.0.1:$GATEWAY_ADMIN_PORT AUTH_DEV_BYPASS=1 NODE_ENV=development "$BIN/gateway"
 wait_for gateway "http://127.0.0.1:$GATEWAY_PORT/health"
 
 cat <<MSG
@@ -90,7 +94,7 @@ ReconLayer Edge is running (embedded default: SQLite in .stack/data, no Redis, d
   audit-service    http://localhost:$AUDIT_PORT      (internal)
   health-service   http://localhost:$HEALTH_PORT      (internal)
   demo upstream    http://localhost:$UPSTREAM_PORT      (echoes the identity it receives)
-  metrics          http://localhost:9080/metrics (gateway; 9081-9083 for the services)
+  metrics          http://localhost:$GATEWAY_ADMIN_PORT/metrics (gateway; $KEYS_ADMIN_PORT-$HEALTH_ADMIN_PORT for the services)
   logs             .stack/logs/
 
 First call:
