@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/internal/v1/api-keys/lookup", post(lookup))
         .route("/internal/v1/api-keys/usage", post(usage))
         .route("/internal/v1/key-changes", get(changes))
+        .route("/internal/v1/api-keys/verify", get(verify))
 }
 
 /// What a gateway caches for a key.
@@ -75,6 +76,42 @@ async fn lookup(
         redis.fill(&hash.0, found.as_ref()).await;
     }
     found.map(Json).ok_or(ApiError::NotFound)
+}
+
+/// Verify the `Authorization: Bearer rl_live_…` header of the request itself: `204` with
+/// the key's organization in `x-organization-id`, or `401`. This is what an nginx
+/// `auth_request` setup calls on every request (the do-it-yourself pattern the gateway is
+/// benchmarked against); the gateway itself uses `lookup` behind its caches.
+async fn verify(
+    _: Internal,
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let unauthorized = || {
+        rl_contract::error::ErrorResponse::new(
+            rl_contract::ErrorCode::Unauthorized,
+            rl_contract::error::messages::INVALID_API_KEY,
+        )
+        .into_response()
+    };
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.starts_with(crate::api_key::KEY_PREFIX));
+    let Some(token) = token else {
+        return Ok(unauthorized());
+    };
+    let now = rl_contract::time_fmt::now_ms();
+    match state.store.lookup(&KeyHash::of(token)).await? {
+        Some(r) if r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now) => Ok((
+            StatusCode::NO_CONTENT,
+            [(rl_contract::identity::ORGANIZATION_ID, r.organization_id)],
+        )
+            .into_response()),
+        _ => Ok(unauthorized()),
+    }
 }
 
 async fn usage(
