@@ -269,6 +269,23 @@ impl ApiKeyVerifier {
         }))
     }
 
+    /// Put a verified record in the in-process cache (benchmarks and the memory probe).
+    #[doc(hidden)]
+    pub async fn prefill(&self, hash: Hash, key: VerifiedKey) {
+        let entry = Arc::new(Entry {
+            key: Some(Arc::new(key)),
+            fetched_gen: self.generation.load(Ordering::SeqCst),
+            fetched_at: Instant::now(),
+        });
+        self.cache.insert(hash, entry).await;
+    }
+
+    /// Let pending cache maintenance run (so entry counts are exact).
+    #[doc(hidden)]
+    pub async fn settle(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// Verify a bearer token that starts with `rl_live_`.
     pub async fn verify(&self, token: &str, now_ms: i64, request_id: Option<&str>) -> Outcome {
         if !is_well_formed_api_key(token) {
