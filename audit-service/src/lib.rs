@@ -127,14 +127,7 @@ impl Application {
         let state = self.state;
         let stop = rl_contract::shutdown::flag(shutdown);
         let admin_addr = state.settings.admin_addr;
-        let readiness: rl_contract::admin::Readiness = {
-            let (state, stop) = (state.clone(), stop.clone());
-            Arc::new(move || {
-                let state = state.clone();
-                let stopping = *stop.borrow();
-                Box::pin(async move { !stopping && state.store.database().ping().await.is_ok() })
-            })
-        };
+        let readiness = rl_contract::db::readiness(state.store.database().clone(), stop.clone());
         let on_scrape: rl_contract::admin::OnScrape = {
             let state = state.clone();
             Arc::new(move || {

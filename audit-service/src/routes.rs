@@ -169,19 +169,7 @@ async fn ingest(
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.database().ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "checks": {"database": "ok"}})),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "down", "checks": {"database": "down"}})),
-            )
-        }
-    }
+    rl_contract::db::readyz(state.store.database()).await
 }
 
 #[cfg(test)]

@@ -1,21 +1,16 @@
 //! audit-service settings, read once from the environment.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rl_contract::db::{PoolSettings, sqlite_url};
+use rl_contract::db::PoolSettings;
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "AUDIT_LISTEN_ADDR";
 pub const ADMIN_ADDR: &str = "AUDIT_ADMIN_ADDR";
 pub const SHUTDOWN_GRACE_PERIOD_MS: &str = "SHUTDOWN_GRACE_PERIOD_MS";
-pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const AUDIT_DATABASE_URL: &str = "AUDIT_DATABASE_URL";
-pub const DATA_DIR: &str = "DATA_DIR";
 pub const MAX_BODY_BYTES: &str = "AUDIT_MAX_BODY_BYTES";
-pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,19 +27,13 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let data_dir = PathBuf::from(settings::string(DATA_DIR, "./data"));
-        let database_url = settings::raw(AUDIT_DATABASE_URL)
-            .or_else(|| settings::raw(DATABASE_URL))
-            .unwrap_or_else(|| sqlite_url(&data_dir, "audit.db"));
+        let database_url = rl_contract::db::url_from_env(AUDIT_DATABASE_URL, "audit.db");
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8082).into())?,
             admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9082).into())?,
             shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
             database_url,
-            pool: PoolSettings {
-                max_connections: settings::parse(DB_MAX_CONNECTIONS, 10)?,
-                acquire_timeout: settings::millis(DB_ACQUIRE_TIMEOUT_MS, 3000)?,
-            },
+            pool: PoolSettings::from_env()?,
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 4 * 1024 * 1024)?,
             secrets: rl_contract::signing::Secrets::from_env(true)?,
         })

@@ -81,6 +81,72 @@ impl Default for PoolSettings {
     }
 }
 
+pub const DATABASE_URL: &str = "DATABASE_URL";
+pub const DATA_DIR: &str = "DATA_DIR";
+pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
+pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
+
+impl PoolSettings {
+    /// `DATABASE_MAX_CONNECTIONS` (10) and `DATABASE_ACQUIRE_TIMEOUT_MS` (3000).
+    pub fn from_env() -> Result<Self, crate::settings::SettingsError> {
+        Ok(Self {
+            max_connections: crate::settings::parse(DB_MAX_CONNECTIONS, 10)?,
+            acquire_timeout: crate::settings::millis(DB_ACQUIRE_TIMEOUT_MS, 3000)?,
+        })
+    }
+}
+
+/// A service's database: its own variable (`KEYS_DATABASE_URL`, …), else `DATABASE_URL`,
+/// else the SQLite file `file` under `DATA_DIR` (default `./data`).
+pub fn url_from_env(service_var: &'static str, file: &str) -> String {
+    let data_dir = std::path::PathBuf::from(crate::settings::string(DATA_DIR, "./data"));
+    crate::settings::raw(service_var)
+        .or_else(|| crate::settings::raw(DATABASE_URL))
+        .unwrap_or_else(|| sqlite_url(&data_dir, file))
+}
+
+/// The response for a database error: a retryable `503` when the database is unreachable,
+/// else a generic `500` with the cause logged (never shown).
+pub fn error_response(e: &sqlx::Error, unavailable_message: &str) -> crate::error::ErrorResponse {
+    use crate::error::{ErrorCode, ErrorResponse};
+    if is_unavailable(e) {
+        tracing::warn!(error = %e, "database unavailable");
+        ErrorResponse::new(ErrorCode::ServiceUnavailable, unavailable_message)
+    } else {
+        tracing::error!(error = ?e, "database error");
+        ErrorResponse::new(ErrorCode::InternalError, "An internal error occurred.")
+    }
+}
+
+/// `GET /readyz` on a service's main listener: its database answers.
+pub async fn readyz(db: &Database) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    match db.ping().await {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok", "checks": {"database": "ok"}})),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"status": "down", "checks": {"database": "down"}})),
+            )
+        }
+    }
+}
+
+/// Admin `/readyz`: not while stopping, and only while the database answers.
+pub fn readiness(
+    db: Database,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> crate::admin::Readiness {
+    std::sync::Arc::new(move || {
+        let db = db.clone();
+        let stopping = *stop.borrow();
+        Box::pin(async move { !stopping && db.ping().await.is_ok() })
+    })
+}
+
 /// The default SQLite URL for a file under `data_dir`.
 pub fn sqlite_url(data_dir: &Path, file: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(file).display())

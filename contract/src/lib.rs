@@ -7,6 +7,7 @@
 //! - [`http`]: request-body parsing and router finishing shared by the axum services.
 //! - [`identity`]: the identity headers the gateway owns, strips from clients and injects.
 //! - [`page`]: `limit` and the opaque keyset cursor of every list endpoint.
+//! - [`redis`]: a Redis connection made in the background and kept.
 //! - [`settings`]: reading typed settings from the environment (invalid = exit 64).
 //! - [`telemetry`]: `tracing` set-up shared by every binary.
 //! - [`db`]: one place that decides how SQLite and Postgres are both supported.
@@ -24,6 +25,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod page;
+pub mod redis;
 pub mod settings;
 pub mod shutdown;
 pub mod signing;

@@ -47,11 +47,12 @@ fn mac(secret: &[u8]) -> HmacSha256 {
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
 }
 
-/// The signing secrets, loaded once from the environment.
+/// The signing secrets, loaded once from the environment. Each is kept as an HMAC already
+/// keyed with it, cloned per use: the key schedule is paid once, not per request.
 #[derive(Clone)]
 pub struct Secrets {
-    current: Option<Vec<u8>>,
-    previous: Option<Vec<u8>>,
+    current: Option<HmacSha256>,
+    previous: Option<HmacSha256>,
     /// Explicit local-development opt-out: unsigned identity is accepted.
     pub verification_off: bool,
 }
@@ -69,8 +70,8 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     pub fn new(current: Option<&str>, previous: Option<&str>, verification_off: bool) -> Self {
         Self {
-            current: current.map(|s| s.as_bytes().to_vec()),
-            previous: previous.map(|s| s.as_bytes().to_vec()),
+            current: current.map(|s| mac(s.as_bytes())),
+            previous: previous.map(|s| mac(s.as_bytes())),
             verification_off,
         }
     }
@@ -125,7 +126,7 @@ impl Secrets {
         self.current.is_some()
     }
 
-    fn accepted(&self) -> impl Iterator<Item = &Vec<u8>> {
+    fn accepted(&self) -> impl Iterator<Item = &HmacSha256> {
         self.current.iter().chain(self.previous.iter())
     }
 
@@ -137,16 +138,14 @@ impl Secrets {
         target: &str,
         identity: &[(&str, &str)],
     ) -> Option<String> {
-        let secret = self.current.as_ref()?;
-        let mut m = mac(secret);
+        let mut m = self.current.clone()?;
         m.update(&canonical(timestamp, method, target, identity));
         Some(format!("v1={}", hex::encode(m.finalize().into_bytes())))
     }
 
     /// The token internal endpoints accept.
     pub fn internal_token(&self) -> Option<String> {
-        let secret = self.current.as_ref()?;
-        let mut m = mac(secret);
+        let mut m = self.current.clone()?;
         m.update(INTERNAL_LABEL);
         Some(hex::encode(m.finalize().into_bytes()))
     }
@@ -161,8 +160,8 @@ impl Secrets {
         let Ok(token) = hex::decode(token) else {
             return false;
         };
-        self.accepted().any(|secret| {
-            let mut m = mac(secret);
+        self.accepted().any(|keyed| {
+            let mut m = keyed.clone();
             m.update(INTERNAL_LABEL);
             m.verify_slice(&token).is_ok()
         })
@@ -206,8 +205,8 @@ impl Secrets {
             values.push((*name, single(name)?.unwrap_or("")));
         }
         let message = canonical(ts, method.as_str(), target, &values);
-        let ok = self.accepted().any(|secret| {
-            let mut m = mac(secret);
+        let ok = self.accepted().any(|keyed| {
+            let mut m = keyed.clone();
             m.update(&message);
             m.verify_slice(&sig).is_ok()
         });

@@ -34,6 +34,7 @@ async fn main() {
         KeysClient::new("127.0.0.1:9".into(), Duration::from_secs(1), None),
         &CacheSettings {
             capacity: n,
+            lookup_rate: 1000,
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(10),
             unsynced_ttl: Duration::from_secs(3600),

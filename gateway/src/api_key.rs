@@ -102,8 +102,39 @@ impl Expiry<Hash, Arc<Entry>> for TtlPolicy {
     }
 }
 
+/// A token bucket: at most `rate` lookups per second, bursts up to `rate`.
+pub struct LookupBudget {
+    rate: f64,
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl LookupBudget {
+    pub fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            state: std::sync::Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    pub fn try_take(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 pub struct CacheSettings {
     pub capacity: u64,
+    /// keys-service lookups per second (flood protection); 0 means 1.
+    pub lookup_rate: u32,
     pub ttl: Duration,
     pub negative_ttl: Duration,
     pub unsynced_ttl: Duration,
@@ -124,6 +155,7 @@ pub struct ApiKeyVerifier {
     redis: Option<crate::redis_tier::RedisTier>,
     unsynced_ttl: Duration,
     lookup_permits: Semaphore,
+    lookup_budget: LookupBudget,
     lookup_timeout: Duration,
     client: KeysClient,
     metrics: Arc<crate::metrics::Metrics>,
@@ -155,6 +187,7 @@ impl ApiKeyVerifier {
             redis,
             unsynced_ttl: s.unsynced_ttl,
             lookup_permits: Semaphore::new(s.lookup_concurrency.max(1)),
+            lookup_budget: LookupBudget::new(s.lookup_rate),
             lookup_timeout: s.lookup_timeout,
             client,
             metrics,
@@ -246,6 +279,12 @@ impl ApiKeyVerifier {
                 }));
             }
         }
+        // Flood protection: unknown keys cost keys-service a lookup each (they never repeat,
+        // so negative caching cannot help); past the budget they get a retryable 503
+        // instead. Cached keys never reach this point.
+        if !self.lookup_budget.try_take() {
+            return Err(KeysError::Throttled);
+        }
         let _permit = tokio::time::timeout(self.lookup_timeout, self.lookup_permits.acquire())
             .await
             .map_err(|_| KeysError::Timeout)?
@@ -294,14 +333,11 @@ impl ApiKeyVerifier {
         let hash = key_hash(token);
         for _ in 0..3 {
             let cached = self.cache.get(&hash).await;
-            self.metrics
-                .cache
-                .with_label_values(&[
-                    "api_key",
-                    "memory",
-                    if cached.is_some() { "hit" } else { "miss" },
-                ])
-                .inc();
+            if cached.is_some() {
+                self.metrics.hot.api_key_memory_hit.inc();
+            } else {
+                self.metrics.hot.api_key_memory_miss.inc();
+            }
             let found = match cached {
                 Some(e) => Ok(e),
                 None => {
@@ -385,6 +421,15 @@ mod tests {
     }
 
     #[test]
+    fn the_lookup_budget_refills_at_its_rate() {
+        let b = LookupBudget::new(5);
+        let taken = (0..20).filter(|_| b.try_take()).count();
+        assert_eq!(taken, 5);
+        std::thread::sleep(Duration::from_millis(450));
+        assert!(b.try_take());
+    }
+
+    #[test]
     fn expiry_is_checked_at_every_use() {
         assert!(matches!(
             evaluate(&entry(None), 0),
@@ -408,6 +453,7 @@ mod tests {
             KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(50), None),
             &CacheSettings {
                 capacity: 10,
+                lookup_rate: 1000,
                 ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(1),
                 unsynced_ttl: Duration::from_secs(1),
@@ -439,6 +485,7 @@ mod tests {
             KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(200), None),
             &CacheSettings {
                 capacity: 10,
+                lookup_rate: 1000,
                 ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(1),
                 unsynced_ttl: Duration::from_secs(1),

@@ -97,11 +97,11 @@ async fn follow_redis(state: Arc<GatewayState>) {
     let Some(redis) = state.keys.redis() else {
         return;
     };
-    redis.connect_until_up().await;
+    redis.redis.connect_until_up().await;
     let mut backoff = Duration::from_millis(100);
     loop {
         let subscribed = async {
-            let mut pubsub = redis.client.get_async_pubsub().await?;
+            let mut pubsub = redis.redis.client().get_async_pubsub().await?;
             pubsub.subscribe(crate::redis_tier::CHANNEL).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -39,6 +39,8 @@ pub enum KeysError {
     Unreachable(String),
     #[error("keys-service timed out")]
     Timeout,
+    #[error("key lookup budget exhausted (flood protection)")]
+    Throttled,
     #[error("keys-service answered {0}")]
     Status(StatusCode),
     #[error("keys-service answered something unreadable: {0}")]

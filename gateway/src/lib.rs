@@ -81,6 +81,7 @@ impl GatewayState {
             client,
             &CacheSettings {
                 capacity: settings.key_cache_capacity,
+                lookup_rate: settings.key_lookup_rate,
                 ttl: settings.key_cache_ttl,
                 negative_ttl: settings.key_negative_ttl,
                 unsynced_ttl: settings.key_cache_unsynced_ttl,

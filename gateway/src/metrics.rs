@@ -28,6 +28,31 @@ pub struct Metrics {
     /// 1 while the key change feed (or Redis invalidation) is connected.
     pub invalidation_connected: IntGauge,
     pub cached_keys: IntGauge,
+    /// Pre-resolved series for the hot path (no label hashing per request).
+    pub hot: Hot,
+}
+
+/// Series every request touches, resolved once.
+pub struct Hot {
+    pub api_key_memory_hit: prometheus::IntCounter,
+    pub api_key_memory_miss: prometheus::IntCounter,
+    pub session_memory_hit: prometheus::IntCounter,
+    pub session_memory_miss: prometheus::IntCounter,
+    pub auth_api_key_accepted: prometheus::IntCounter,
+    pub auth_session_accepted: prometheus::IntCounter,
+}
+
+impl Hot {
+    fn resolve(cache: &IntCounterVec, auth: &IntCounterVec) -> Self {
+        Self {
+            api_key_memory_hit: cache.with_label_values(&["api_key", "memory", "hit"]),
+            api_key_memory_miss: cache.with_label_values(&["api_key", "memory", "miss"]),
+            session_memory_hit: cache.with_label_values(&["session", "memory", "hit"]),
+            session_memory_miss: cache.with_label_values(&["session", "memory", "miss"]),
+            auth_api_key_accepted: auth.with_label_values(&["api_key", "accepted", ""]),
+            auth_session_accepted: auth.with_label_values(&["session", "accepted", ""]),
+        }
+    }
 }
 
 impl Metrics {
@@ -51,7 +76,20 @@ impl Metrics {
         };
         let gauge =
             |name: &str, help: &str| register(&r, IntGauge::new(name, help).expect("valid metric"));
+        let auth = counter(
+            "gateway_auth_total",
+            "Authentication outcomes by credential type, outcome and reason.",
+            &["credential", "outcome", "reason"],
+        );
+        let cache = counter(
+            "gateway_cache_lookups_total",
+            "Cache lookups by cache, tier and result.",
+            &["cache", "tier", "result"],
+        );
         Self {
+            hot: Hot::resolve(&cache, &auth),
+            auth,
+            cache,
             requests: counter(
                 "gateway_requests_total",
                 "Requests by route class, method and status.",
@@ -61,16 +99,6 @@ impl Metrics {
                 "gateway_request_duration_seconds",
                 "Time from request to response, by route class.",
                 &["route"],
-            ),
-            auth: counter(
-                "gateway_auth_total",
-                "Authentication outcomes by credential type, outcome and reason.",
-                &["credential", "outcome", "reason"],
-            ),
-            cache: counter(
-                "gateway_cache_lookups_total",
-                "Cache lookups by cache, tier and result.",
-                &["cache", "tier", "result"],
             ),
             upstream_duration: histogram(
                 "gateway_upstream_duration_seconds",

@@ -102,11 +102,11 @@ impl Gateway {
         let now = rl_contract::time_fmt::now_ms();
         let caller = match auth::authenticate(&self.state, headers, now, &ctx.request_id).await {
             Ok(c) => {
-                self.state
-                    .metrics
-                    .auth
-                    .with_label_values(&[c.kind(), "accepted", ""])
-                    .inc();
+                let hot = &self.state.metrics.hot;
+                match c {
+                    Caller::ApiKey(_) => hot.auth_api_key_accepted.inc(),
+                    Caller::Session(_) => hot.auth_session_accepted.inc(),
+                }
                 c
             }
             Err(e) => {

@@ -200,14 +200,11 @@ impl SessionVerifier {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let skew = self.settings.clock_skew.as_secs() as i64;
         let hit = self.cache.get(&hash).await;
-        self.metrics
-            .cache
-            .with_label_values(&[
-                "session",
-                "memory",
-                if hit.is_some() { "hit" } else { "miss" },
-            ])
-            .inc();
+        if hit.is_some() {
+            self.metrics.hot.session_memory_hit.inc();
+        } else {
+            self.metrics.hot.session_memory_miss.inc();
+        }
         if let Some(hit) = hit {
             return if now <= hit.exp + skew {
                 Ok(hit)

@@ -18,6 +18,7 @@ pub const UPSTREAM_CONNECT_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_
 pub const UPSTREAM_READ_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_READ_TIMEOUT_MS";
 pub const KEY_LOOKUP_TIMEOUT_MS: &str = "GATEWAY_KEY_LOOKUP_TIMEOUT_MS";
 pub const KEY_LOOKUP_CONCURRENCY: &str = "GATEWAY_KEY_LOOKUP_CONCURRENCY";
+pub const KEY_LOOKUP_RATE: &str = "GATEWAY_KEY_LOOKUP_RATE";
 pub const KEY_CACHE_CAPACITY: &str = "GATEWAY_KEY_CACHE_CAPACITY";
 pub const KEY_CACHE_TTL_MS: &str = "GATEWAY_KEY_CACHE_TTL_MS";
 pub const KEY_NEGATIVE_TTL_MS: &str = "GATEWAY_KEY_NEGATIVE_TTL_MS";
@@ -89,6 +90,8 @@ pub struct Settings {
     pub upstream_read_timeout: Duration,
     pub key_lookup_timeout: Duration,
     pub key_lookup_concurrency: usize,
+    /// keys-service lookups per second this gateway may start (a token bucket).
+    pub key_lookup_rate: u32,
     pub key_cache_capacity: u64,
     pub key_cache_ttl: Duration,
     pub key_negative_ttl: Duration,
@@ -228,6 +231,7 @@ impl Settings {
             upstream_read_timeout: settings::millis(UPSTREAM_READ_TIMEOUT_MS, 30_000)?,
             key_lookup_timeout: settings::millis(KEY_LOOKUP_TIMEOUT_MS, 2_000)?,
             key_lookup_concurrency: settings::parse(KEY_LOOKUP_CONCURRENCY, 64)?,
+            key_lookup_rate: settings::parse(KEY_LOOKUP_RATE, 2000)?,
             key_cache_capacity: settings::parse(KEY_CACHE_CAPACITY, 1_000_000)?,
             key_cache_ttl: settings::millis(KEY_CACHE_TTL_MS, 300_000)?,
             key_negative_ttl: settings::millis(KEY_NEGATIVE_TTL_MS, 10_000)?,

@@ -60,19 +60,12 @@ impl IntoResponse for ApiError {
             ),
             Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
             Self::SessionRequired => (ErrorCode::Forbidden, messages::SESSION_REQUIRED.to_owned()),
-            Self::Unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                (
-                    ErrorCode::ServiceUnavailable,
-                    "The key store is temporarily unavailable. Retry shortly.".to_owned(),
-                )
-            }
-            Self::Database(e) => {
-                tracing::error!(error = ?e, "database error");
-                (
-                    ErrorCode::InternalError,
-                    "An internal error occurred.".to_owned(),
-                )
+            Self::Unavailable(e) | Self::Database(e) => {
+                let r = rl_contract::db::error_response(
+                    e,
+                    "The key store is temporarily unavailable. Retry shortly.",
+                );
+                (r.code, r.message)
             }
         };
         ErrorResponse::new(code, message).into_response()

@@ -145,7 +145,7 @@ impl Application {
         let admin_addr = state.settings.admin_addr;
         let admin = rl_contract::admin::router(
             state.metrics.registry.clone(),
-            readiness(state.clone(), stop.clone()),
+            rl_contract::db::readiness(state.store.database().clone(), stop.clone()),
             Some(on_scrape(state.clone())),
         );
         let admin_stop = {
@@ -200,17 +200,6 @@ impl Application {
         tracing::info!("keys-service stopped");
         served
     }
-}
-
-fn readiness(
-    state: AppState,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> rl_contract::admin::Readiness {
-    Arc::new(move || {
-        let state = state.clone();
-        let stopping = *stop.borrow();
-        Box::pin(async move { !stopping && state.store.database().ping().await.is_ok() })
-    })
 }
 
 fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {

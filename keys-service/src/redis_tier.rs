@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::routes::internal::LookupResponse;
 
@@ -19,9 +19,7 @@ pub const KEY_PREFIX: &str = "rl:key:";
 pub const CHANNEL: &str = "rl:key-changes";
 
 pub struct RedisTier {
-    client: redis::Client,
-    /// Set once the first connection succeeds; the manager reconnects by itself after.
-    conn: std::sync::OnceLock<ConnectionManager>,
+    redis: rl_contract::redis::LazyRedis,
     ttl: Duration,
     negative_ttl: Duration,
     timeout: Duration,
@@ -38,8 +36,7 @@ impl RedisTier {
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            conn: std::sync::OnceLock::new(),
+            redis: rl_contract::redis::LazyRedis::new(url, timeout)?,
             ttl,
             negative_ttl,
             timeout,
@@ -49,31 +46,11 @@ impl RedisTier {
 
     /// Retry the first connection until it succeeds.
     pub async fn connect_until_up(&self) {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        while self.conn.get().is_none() {
-            match self
-                .client
-                .get_connection_manager_with_config(config.clone())
-                .await
-            {
-                Ok(conn) => {
-                    let _ = self.conn.set(conn);
-                    tracing::info!("redis connected");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis unavailable; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        self.redis.connect_until_up().await;
     }
 
     fn conn(&self) -> Option<ConnectionManager> {
-        self.conn.get().cloned()
+        self.redis.conn()
     }
 
     fn key(hash: &str) -> String {

@@ -1,21 +1,16 @@
 //! keys-service settings, read once from the environment.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rl_contract::db::{PoolSettings, sqlite_url};
+use rl_contract::db::PoolSettings;
 use rl_contract::settings::{self, SettingsError};
 
 pub const LISTEN_ADDR: &str = "KEYS_LISTEN_ADDR";
 pub const ADMIN_ADDR: &str = "KEYS_ADMIN_ADDR";
 pub const SHUTDOWN_GRACE_PERIOD_MS: &str = "SHUTDOWN_GRACE_PERIOD_MS";
-pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const KEYS_DATABASE_URL: &str = "KEYS_DATABASE_URL";
-pub const DATA_DIR: &str = "DATA_DIR";
 pub const MAX_BODY_BYTES: &str = "KEYS_MAX_BODY_BYTES";
-pub const DB_MAX_CONNECTIONS: &str = "DATABASE_MAX_CONNECTIONS";
-pub const DB_ACQUIRE_TIMEOUT_MS: &str = "DATABASE_ACQUIRE_TIMEOUT_MS";
 pub const CHANGE_FEED_MAX_WAIT_MS: &str = "KEYS_CHANGE_FEED_MAX_WAIT_MS";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
 pub const REDIS_URL: &str = "REDIS_URL";
@@ -48,19 +43,13 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let data_dir = PathBuf::from(settings::string(DATA_DIR, "./data"));
-        let database_url = settings::raw(KEYS_DATABASE_URL)
-            .or_else(|| settings::raw(DATABASE_URL))
-            .unwrap_or_else(|| sqlite_url(&data_dir, "keys.db"));
+        let database_url = rl_contract::db::url_from_env(KEYS_DATABASE_URL, "keys.db");
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8081).into())?,
             admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9081).into())?,
             shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
             database_url,
-            pool: PoolSettings {
-                max_connections: settings::parse(DB_MAX_CONNECTIONS, 10)?,
-                acquire_timeout: settings::millis(DB_ACQUIRE_TIMEOUT_MS, 3000)?,
-            },
+            pool: PoolSettings::from_env()?,
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 16 * 1024)?,
             change_feed_max_wait: settings::millis(CHANGE_FEED_MAX_WAIT_MS, 25_000)?,
             audit_service_url: settings::string(AUDIT_SERVICE_URL, "http://127.0.0.1:8082")
