@@ -26,7 +26,7 @@ use gateway::{credential, identity, path, routes};
 use http::{HeaderMap, HeaderValue, Method};
 use pingora::http::RequestHeader;
 
-const KEY: &str = "rl_live_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
+const KEY: &str = "rl_live_0123456789abcdefghijklmnopqrstuvwxyzABCDEFA";
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
 use tokio::sync::Semaphore;
 
 use crate::credential::{is_well_formed_api_key, key_hash};
@@ -28,26 +27,51 @@ pub type Hash = [u8; 32];
 #[derive(Debug)]
 pub struct VerifiedKey {
     pub id: String,
-    pub organization_id: String,
+    /// Shared by every key of the organization (interned).
+    pub organization_id: Arc<str>,
     /// Comma-joined, ready for the `x-api-key-scopes` header.
-    pub scopes_header: String,
+    /// Comma-joined, ready for the `x-api-key-scopes` header; interned (keys share sets).
+    pub scopes_header: Arc<str>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
 }
 
-impl From<KeyRecord> for VerifiedKey {
-    fn from(r: KeyRecord) -> Self {
+/// Organization ids and scope sets repeat across keys: one allocation each, shared. The
+/// table is bounded; past its size new strings are simply not shared.
+#[derive(Default)]
+pub struct Interner {
+    table: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+}
+
+const INTERNER_MAX: usize = 200_000;
+
+impl Interner {
+    pub fn intern(&self, s: &str) -> Arc<str> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = table.get(s) {
+            return existing.clone();
+        }
+        let fresh: Arc<str> = Arc::from(s);
+        if table.len() < INTERNER_MAX {
+            table.insert(fresh.clone());
+        }
+        fresh
+    }
+}
+
+impl VerifiedKey {
+    pub fn from_record(r: KeyRecord, interner: &Interner) -> Self {
         Self {
-            scopes_header: r.scopes.join(","),
+            scopes_header: interner.intern(&r.scopes.join(",")),
+            organization_id: interner.intern(&r.organization_id),
             id: r.id,
-            organization_id: r.organization_id,
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
         }
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     key: Option<Arc<VerifiedKey>>,
     fetched_gen: u64,
@@ -80,26 +104,6 @@ pub enum Outcome {
     Invalid(Rejection),
     /// keys-service could not answer and nothing usable is cached: `503`, retryable.
     Unavailable,
-}
-
-struct TtlPolicy {
-    positive: Duration,
-    negative: Duration,
-}
-
-impl Expiry<Hash, Arc<Entry>> for TtlPolicy {
-    fn expire_after_create(
-        &self,
-        _key: &Hash,
-        value: &Arc<Entry>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(if value.key.is_some() {
-            self.positive
-        } else {
-            self.negative
-        })
-    }
 }
 
 /// A token bucket: at most `rate` lookups per second, bursts up to `rate`.
@@ -143,7 +147,12 @@ pub struct CacheSettings {
 }
 
 pub struct ApiKeyVerifier {
-    cache: moka::future::Cache<Hash, Arc<Entry>>,
+    /// Known keys. Positive and negative answers live in two caches with one TTL each:
+    /// per-entry expiry would cost a timer-wheel node per key (see BENCHMARKS.md).
+    cache: moka::future::Cache<Hash, Entry>,
+    /// "No such key", briefly.
+    negative: moka::future::Cache<Hash, Entry>,
+    interner: Interner,
     /// Hash → the generation at which it was last invalidated.
     invalidated: moka::sync::Cache<Hash, u64>,
     generation: AtomicU64,
@@ -169,12 +178,14 @@ impl ApiKeyVerifier {
         redis: Option<crate::redis_tier::RedisTier>,
     ) -> Self {
         Self {
+            interner: Interner::default(),
             cache: moka::future::Cache::builder()
                 .max_capacity(s.capacity)
-                .expire_after(TtlPolicy {
-                    positive: s.ttl,
-                    negative: s.negative_ttl,
-                })
+                .time_to_live(s.ttl)
+                .build(),
+            negative: moka::future::Cache::builder()
+                .max_capacity(s.capacity / 10 + 1)
+                .time_to_live(s.negative_ttl)
                 .build(),
             invalidated: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -203,6 +214,7 @@ impl ApiKeyVerifier {
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.invalidated.insert(hash, g);
         self.cache.invalidate(&hash).await;
+        self.negative.invalidate(&hash).await;
     }
 
     /// Drop everything (the feed said `reset`: a restart, or we fell behind).
@@ -210,6 +222,7 @@ impl ApiKeyVerifier {
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.reset_generation.store(g, Ordering::SeqCst);
         self.cache.invalidate_all();
+        self.negative.invalidate_all();
     }
 
     pub fn set_feed_synced(&self, synced: bool) {
@@ -235,7 +248,7 @@ impl ApiKeyVerifier {
     }
 
     pub fn cached_entries(&self) -> u64 {
-        self.cache.entry_count()
+        self.cache.entry_count() + self.negative.entry_count()
     }
 
     fn invalidated_since(&self, hash: &Hash, entry: &Entry) -> bool {
@@ -246,7 +259,7 @@ impl ApiKeyVerifier {
                 .is_some_and(|g| g > entry.fetched_gen)
     }
 
-    async fn fetch(&self, hash: Hash, request_id: Option<&str>) -> Result<Arc<Entry>, KeysError> {
+    async fn fetch(&self, hash: Hash, request_id: Option<&str>) -> Result<Entry, KeysError> {
         let fetched_gen = self.generation.load(Ordering::SeqCst);
         let fetched_at = Instant::now();
         // Redis first — unless this gateway was just told the key changed: then only
@@ -259,7 +272,9 @@ impl ApiKeyVerifier {
             let (result, entry) = match redis.get(&hex_hash).await {
                 Ok(Some(cached)) => {
                     let key = match cached {
-                        crate::redis_tier::Cached::Found(r) => Some(Arc::new(VerifiedKey::from(r))),
+                        crate::redis_tier::Cached::Found(r) => {
+                            Some(Arc::new(VerifiedKey::from_record(r, &self.interner)))
+                        }
                         crate::redis_tier::Cached::Missing => None,
                     };
                     ("hit", Some(key))
@@ -272,11 +287,11 @@ impl ApiKeyVerifier {
                 .with_label_values(&["api_key", "redis", result])
                 .inc();
             if let Some(key) = entry {
-                return Ok(Arc::new(Entry {
+                return Ok(Entry {
                     key,
                     fetched_gen,
                     fetched_at,
-                }));
+                });
             }
         }
         // Flood protection: unknown keys cost keys-service a lookup each (they never repeat,
@@ -301,21 +316,21 @@ impl ApiKeyVerifier {
             .with_label_values(&[result])
             .observe(started.elapsed().as_secs_f64());
         let record = record?;
-        Ok(Arc::new(Entry {
-            key: record.map(|r| Arc::new(VerifiedKey::from(r))),
+        Ok(Entry {
+            key: record.map(|r| Arc::new(VerifiedKey::from_record(r, &self.interner))),
             fetched_gen,
             fetched_at,
-        }))
+        })
     }
 
     /// Put a verified record in the in-process cache (benchmarks and the memory probe).
     #[doc(hidden)]
     pub async fn prefill(&self, hash: Hash, key: VerifiedKey) {
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             key: Some(Arc::new(key)),
             fetched_gen: self.generation.load(Ordering::SeqCst),
             fetched_at: Instant::now(),
-        });
+        };
         self.cache.insert(hash, entry).await;
     }
 
@@ -323,6 +338,50 @@ impl ApiKeyVerifier {
     #[doc(hidden)]
     pub async fn settle(&self) {
         self.cache.run_pending_tasks().await;
+        self.negative.run_pending_tasks().await;
+    }
+
+    async fn store(&self, hash: Hash, entry: Entry) {
+        if entry.key.is_some() {
+            self.cache.insert(hash, entry).await;
+        } else {
+            self.negative.insert(hash, entry).await;
+        }
+    }
+
+    /// The cached answer for `hash`, or one fetch shared by every caller asking at once.
+    async fn lookup(&self, hash: Hash, request_id: Option<&str>) -> Result<Entry, KeysError> {
+        let cached = match self.cache.get(&hash).await {
+            Some(e) => Some(e),
+            None => self.negative.get(&hash).await,
+        };
+        if let Some(e) = cached {
+            self.metrics.hot.api_key_memory_hit.inc();
+            return Ok(e);
+        }
+        self.metrics.hot.api_key_memory_miss.inc();
+        let found = self
+            .cache
+            .optionally_get_with(hash, async {
+                match self.fetch(hash, request_id).await {
+                    Ok(e) if e.key.is_some() => Some(e),
+                    Ok(unknown) => {
+                        self.negative.insert(hash, unknown).await;
+                        None
+                    }
+                    // Every caller coalesced on this fetch sees `None` and no negative
+                    // entry: the lookup failed, for all of them at once.
+                    Err(_) => None,
+                }
+            })
+            .await;
+        match found {
+            Some(e) => Ok(e),
+            None => match self.negative.get(&hash).await {
+                Some(unknown) => Ok(unknown),
+                None => Err(KeysError::Unreachable("lookup failed".to_owned())),
+            },
+        }
     }
 
     /// Verify a bearer token that starts with `rl_live_`.
@@ -332,21 +391,7 @@ impl ApiKeyVerifier {
         }
         let hash = key_hash(token);
         for _ in 0..3 {
-            let cached = self.cache.get(&hash).await;
-            if cached.is_some() {
-                self.metrics.hot.api_key_memory_hit.inc();
-            } else {
-                self.metrics.hot.api_key_memory_miss.inc();
-            }
-            let found = match cached {
-                Some(e) => Ok(e),
-                None => {
-                    self.cache
-                        .try_get_with(hash, self.fetch(hash, request_id))
-                        .await
-                }
-            };
-            let entry = match found {
+            let entry = match self.lookup(hash, request_id).await {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "api key lookup failed");
@@ -355,12 +400,13 @@ impl ApiKeyVerifier {
             };
             if self.invalidated_since(&hash, &entry) {
                 self.cache.invalidate(&hash).await;
+                self.negative.invalidate(&hash).await;
                 continue;
             }
             if !self.is_synced() && entry.fetched_at.elapsed() > self.unsynced_ttl {
                 return match self.fetch(hash, request_id).await {
                     Ok(fresh) => {
-                        self.cache.insert(hash, fresh.clone()).await;
+                        self.store(hash, fresh.clone()).await;
                         evaluate(&fresh, now_ms)
                     }
                     Err(e) => {

@@ -180,7 +180,7 @@ mod tests {
         let key = Caller::ApiKey(Arc::new(VerifiedKey {
             id: "k".into(),
             organization_id: "o".into(),
-            scopes_header: String::new(),
+            scopes_header: "".into(),
             expires_at: None,
             revoked_at: None,
         }));

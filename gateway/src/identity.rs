@@ -28,10 +28,10 @@ pub fn strip(req: &mut RequestHeader) {
 pub fn inject(req: &mut RequestHeader, caller: &Caller) -> Result<()> {
     match caller {
         Caller::ApiKey(key) => {
-            req.insert_header(id::ORGANIZATION_ID, key.organization_id.as_str())?;
+            req.insert_header(id::ORGANIZATION_ID, &*key.organization_id)?;
             req.insert_header(id::AUTH_TYPE, AuthType::ApiKey.as_str())?;
             req.insert_header(id::API_KEY_ID, key.id.as_str())?;
-            req.insert_header(id::API_KEY_SCOPES, key.scopes_header.as_str())?;
+            req.insert_header(id::API_KEY_SCOPES, &*key.scopes_header)?;
         }
         Caller::Session(user) => {
             req.insert_header(id::ORGANIZATION_ID, user.organization_id.as_str())?;
