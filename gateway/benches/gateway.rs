@@ -116,7 +116,11 @@ fn session(c: &mut Criterion) {
         jwks,
         Arc::new(Metrics::new()),
     );
-    let now = 1_900_000_000i64;
+    // jsonwebtoken checks exp/nbf against the real clock: the token must be valid now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = serde_json::json!({
         "iss": "https://clerk.bench.example", "sub": "user_bench", "sid": "sess_bench",
         "iat": now, "nbf": now, "exp": now + 3600, "org_id": "org_bench", "org_role": "org:admin"
