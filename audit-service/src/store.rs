@@ -10,11 +10,12 @@ use crate::event::AuditEvent;
 
 pub const MIGRATIONS_TABLE: &str = "_audit_service_migrations";
 
+// The audit table needs no dialect differences: one file serves both backends.
 pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
     version: 1,
     description: "audit events",
-    sqlite: include_str!("../migrations/0001_audit_events.sqlite.sql"),
-    postgres: include_str!("../migrations/0001_audit_events.postgres.sql"),
+    sqlite: include_str!("../migrations/0001_audit_events.sql"),
+    postgres: include_str!("../migrations/0001_audit_events.sql"),
 }];
 
 /// The feed's filters, all optional, always within one organization.

@@ -493,22 +493,28 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn an_invalidation_during_a_fetch_makes_its_result_stale() {
-        let v = ApiKeyVerifier::new(
-            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(50), None),
+    /// A verifier whose keys-service never answers (port 9, discard).
+    fn unreachable_verifier(timeout_ms: u64, concurrency: usize) -> ApiKeyVerifier {
+        let timeout = Duration::from_millis(timeout_ms);
+        ApiKeyVerifier::new(
+            KeysClient::new("127.0.0.1:9".into(), timeout, None),
             &CacheSettings {
                 capacity: 10,
                 lookup_rate: 1000,
                 ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(1),
                 unsynced_ttl: Duration::from_secs(1),
-                lookup_concurrency: 1,
-                lookup_timeout: Duration::from_millis(50),
+                lookup_concurrency: concurrency,
+                lookup_timeout: timeout,
             },
             Arc::new(crate::metrics::Metrics::new()),
             None,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_fetch_makes_its_result_stale() {
+        let v = unreachable_verifier(50, 1);
         let h = [7u8; 32];
         let started = Entry {
             fetched_gen: v.generation.load(Ordering::SeqCst),
@@ -527,20 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_keys_service_is_unavailable_not_invalid() {
-        let v = ApiKeyVerifier::new(
-            KeysClient::new("127.0.0.1:9".into(), Duration::from_millis(200), None),
-            &CacheSettings {
-                capacity: 10,
-                lookup_rate: 1000,
-                ttl: Duration::from_secs(60),
-                negative_ttl: Duration::from_secs(1),
-                unsynced_ttl: Duration::from_secs(1),
-                lookup_concurrency: 4,
-                lookup_timeout: Duration::from_millis(200),
-            },
-            Arc::new(crate::metrics::Metrics::new()),
-            None,
-        );
+        let v = unreachable_verifier(200, 4);
         let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert!(matches!(
             v.verify(token, 0, None).await,
