@@ -9,9 +9,35 @@ use rl_contract::identity::{self as id, is_owned_header};
 
 use crate::auth::Caller;
 
-/// Remove every header the gateway owns (any case, any number of copies), and the
-/// caller's credential.
+/// Headers some upstream frameworks honour to change the method or the path of a request
+/// after the gateway decided on it (`X-HTTP-Method-Override: DELETE` on an allowed `GET`,
+/// `X-Original-URL: /v1/api-keys`). The decided method and path are final: these never pass.
+pub const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+];
+
+/// Client-supplied hop information: the edge states it, clients do not.
+pub const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-client-ip",
+];
+
+/// Remove every header the gateway owns (any case, any number of copies), the caller's
+/// credential, method/path override headers and client-supplied forwarding headers.
 pub fn strip(req: &mut RequestHeader) {
+    for name in OVERRIDE_HEADERS.iter().chain(FORWARDING_HEADERS) {
+        req.remove_header(*name);
+    }
     let owned: Vec<http::HeaderName> = req
         .headers
         .keys()
@@ -22,6 +48,15 @@ pub fn strip(req: &mut RequestHeader) {
         req.remove_header(&name);
     }
     req.remove_header(&http::header::AUTHORIZATION);
+}
+
+/// What the edge says about the hop: the client's address and the scheme it used.
+pub fn forwarded_for(req: &mut RequestHeader, client: Option<std::net::IpAddr>) -> Result<()> {
+    if let Some(ip) = client {
+        req.insert_header("x-forwarded-for", ip.to_string())?;
+    }
+    req.insert_header("x-forwarded-proto", "http")?;
+    Ok(())
 }
 
 /// Inject the resolved identity.
@@ -70,6 +105,12 @@ mod tests {
         req.append_header("authorization", "Bearer rl_live_secret")
             .expect("h");
         req.append_header("accept", "application/json").expect("h");
+        req.append_header("X-HTTP-Method-Override", "DELETE")
+            .expect("h");
+        req.append_header("x-original-url", "/v1/api-keys")
+            .expect("h");
+        req.append_header("X-Forwarded-For", "10.0.0.1").expect("h");
+        req.append_header("forwarded", "for=10.0.0.1").expect("h");
         strip(&mut req);
         let caller = Caller::ApiKey(Arc::new(VerifiedKey {
             id: "key_1".into(),
@@ -93,5 +134,13 @@ mod tests {
         assert!(all("x-reconlayer-signature").is_empty());
         assert!(all("authorization").is_empty());
         assert_eq!(all("accept"), vec!["application/json"]);
+        for gone in [
+            "x-http-method-override",
+            "x-original-url",
+            "x-forwarded-for",
+            "forwarded",
+        ] {
+            assert!(all(gone).is_empty(), "{gone} passed");
+        }
     }
 }

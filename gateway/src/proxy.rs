@@ -25,6 +25,9 @@ use crate::path::{self, Target};
 use crate::request_id;
 use crate::routes::{self, Route};
 
+/// How long an idle client connection is kept for its next request.
+const IDLE_KEEPALIVE_SECONDS: u64 = 60;
+
 pub struct Gateway {
     pub state: Arc<GatewayState>,
 }
@@ -190,6 +193,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // pingora keeps idle client connections forever by default (pingora#447).
+        session.set_keepalive(Some(IDLE_KEEPALIVE_SECONDS));
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
         match self.decide(session, ctx).await {
             Ok(()) if ctx.route == Route::Docs => {
@@ -231,7 +236,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -242,6 +247,11 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(InternalError, "no decided target"))?;
         upstream_request.set_raw_path(target.to_request_target().as_bytes())?;
         crate::identity::strip(upstream_request);
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        crate::identity::forwarded_for(upstream_request, client_ip)?;
         if let Some(caller) = &ctx.caller {
             crate::identity::inject(upstream_request, caller)?;
         }

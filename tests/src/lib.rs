@@ -23,6 +23,11 @@ pub const ECHOED_HEADERS: &[&str] = &[
     "x-request-id",
     "authorization",
     "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-http-method-override",
+    "x-original-url",
 ];
 
 fn echoed(headers: &HeaderMap) -> Value {

@@ -129,6 +129,10 @@ async fn an_api_key_request_carries_the_keys_identity_and_nothing_the_client_for
             .header("x-session-id", "sess_forged")
             .header("x-reconlayer-anything", "forged")
             .header("x-request-id", "req-from-client-1")
+            .header("x-http-method-override", "DELETE")
+            .header("x-original-url", "/v1/api-keys")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("forwarded", "for=203.0.113.9")
             .send()
             .await
             .unwrap(),
@@ -147,6 +151,12 @@ async fn an_api_key_request_carries_the_keys_identity_and_nothing_the_client_for
         json!(["payment_intents:read,reconciliation_cases:read"])
     );
     assert_eq!(h["x-request-id"], json!(["req-from-client-1"]));
+    assert_eq!(
+        h["x-forwarded-for"],
+        json!(["127.0.0.1"]),
+        "the edge states the peer"
+    );
+    assert_eq!(h["x-forwarded-proto"], json!(["http"]));
     for absent in [
         "x-user-id",
         "x-session-id",
@@ -154,6 +164,9 @@ async fn an_api_key_request_carries_the_keys_identity_and_nothing_the_client_for
         "x-org-permissions",
         "authorization",
         "x-reconlayer-anything",
+        "x-http-method-override",
+        "x-original-url",
+        "forwarded",
     ] {
         assert!(
             h.get(absent).is_none(),
