@@ -187,9 +187,10 @@ impl ApiKeyVerifier {
                 .max_capacity(s.capacity / 10 + 1)
                 .time_to_live(s.negative_ttl)
                 .build(),
+            // Markers must outlive any cached record they may have to veto.
             invalidated: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(120))
+                .max_capacity(1_000_000)
+                .time_to_live(s.ttl.max(Duration::from_secs(120)) + Duration::from_secs(10))
                 .build(),
             generation: AtomicU64::new(0),
             reset_generation: AtomicU64::new(0),
@@ -405,6 +406,7 @@ impl ApiKeyVerifier {
             }
             if !self.is_synced() && entry.fetched_at.elapsed() > self.unsynced_ttl {
                 return match self.fetch(hash, request_id).await {
+                    Ok(fresh) if self.invalidated_since(&hash, &fresh) => continue,
                     Ok(fresh) => {
                         self.store(hash, fresh.clone()).await;
                         evaluate(&fresh, now_ms)

@@ -98,8 +98,12 @@ async fn session(
             organization_id: m.id,
             user_id: verified.user_id.clone(),
             session_id: Some(verified.session_id.clone()),
-            role: m.role,
-            permissions: m.permissions,
+            role: m.role.filter(|r| crate::session::is_header_safe(r)),
+            permissions: m
+                .permissions
+                .into_iter()
+                .filter(|p| crate::session::is_header_safe(p))
+                .collect(),
         }))),
         Ok(None) => Err(GatewayError::InvalidSession("not_a_member")),
         Err(e) => {

@@ -41,7 +41,11 @@ pub fn strip(req: &mut RequestHeader) {
     let owned: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|name| is_owned_header(name.as_str()))
+        // `x_organization_id` reaches CGI/PHP/Rack upstreams as the same variable as
+        // `x-organization-id`: underscore spellings of owned headers go too.
+        .filter(|name| {
+            is_owned_header(name.as_str()) || is_owned_header(&name.as_str().replace('_', "-"))
+        })
         .cloned()
         .collect();
     for name in owned {
@@ -102,6 +106,8 @@ mod tests {
         req.append_header("X-API-KEY-ID", "forged").expect("h");
         req.append_header("x-reconlayer-signature", "forged")
             .expect("h");
+        req.append_header("x_organization_id", "org_evil3")
+            .expect("h");
         req.append_header("authorization", "Bearer rl_live_secret")
             .expect("h");
         req.append_header("accept", "application/json").expect("h");
@@ -132,6 +138,7 @@ mod tests {
         assert_eq!(all("x-api-key-scopes"), vec!["a:read,b:write"]);
         assert_eq!(all("x-auth-type"), vec!["api_key"]);
         assert!(all("x-reconlayer-signature").is_empty());
+        assert!(all("x_organization_id").is_empty());
         assert!(all("authorization").is_empty());
         assert_eq!(all("accept"), vec!["application/json"]);
         for gone in [

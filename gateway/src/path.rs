@@ -112,7 +112,12 @@ pub fn canonicalize(raw: &[u8]) -> Result<Target, TargetError> {
                     return Err(TargetError::BadEscape);
                 };
                 let d = (h << 4) | l;
-                if matches!(d, b'.' | b'/' | b'\\' | b'%' | b';') || d < 0x20 || d == 0x7f {
+                // `?` and `#` would split path from query (or fragment) in any upstream that
+                // decodes before routing.
+                if matches!(d, b'.' | b'/' | b'\\' | b'%' | b';' | b'?' | b'#')
+                    || d < 0x20
+                    || d == 0x7f
+                {
                     return Err(TargetError::BadEscape);
                 }
                 if is_unreserved(d) {
@@ -224,6 +229,8 @@ mod tests {
         assert_eq!(err(b"/v1/a%00b"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/a%0ab"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/a%3bb"), TargetError::BadEscape);
+        assert_eq!(err(b"/v1/api-keys%3F.json"), TargetError::BadEscape);
+        assert_eq!(err(b"/v1/api-keys%23x"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/%c0%ae%c0%ae/x"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/%zz"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/%4"), TargetError::BadEscape);

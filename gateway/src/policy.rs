@@ -84,8 +84,12 @@ impl Rule {
     fn matches(&self, method: &Method, path: &str) -> bool {
         path_matches(&self.path, path)
             && self.methods.as_ref().is_none_or(|ms| {
-                ms.iter()
-                    .any(|m| m == "*" || m.eq_ignore_ascii_case(method.as_str()))
+                ms.iter().any(|m| {
+                    m == "*"
+                        || m.eq_ignore_ascii_case(method.as_str())
+                        // Frameworks answer HEAD with the GET handler (and its length).
+                        || (*method == Method::HEAD && m.eq_ignore_ascii_case("GET"))
+                })
             })
     }
 }
@@ -267,6 +271,11 @@ mod tests {
         assert!(
             p.check(&Method::POST, "/v1/payment-intents", &key(""))
                 .is_ok()
+        );
+        assert!(
+            p.check(&Method::HEAD, "/v1/payment-intents", &key(""))
+                .is_err(),
+            "HEAD runs the GET handler: a GET rule covers it"
         );
         assert!(
             p.check(&Method::GET, "/v1/payment-intents", &user(None, &[]))

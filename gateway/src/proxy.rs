@@ -63,15 +63,16 @@ impl Gateway {
     /// Sign the injected identity for this method and target (see `contract::signing`).
     fn sign_identity(&self, req: &mut RequestHeader, target: &str) -> Result<()> {
         let ts = rl_contract::time_fmt::now_ms().div_euclid(1000);
-        let values: Vec<(&str, &str)> = rl_contract::identity::OWNED_HEADERS
-            .iter()
-            .filter_map(|name| {
-                req.headers
-                    .get(*name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| (*name, v))
-            })
-            .collect();
+        let mut values: Vec<(&str, &str)> = Vec::with_capacity(8);
+        for name in rl_contract::identity::OWNED_HEADERS {
+            if let Some(v) = req.headers.get(*name) {
+                // Never sign a value as something other than what is sent.
+                let v = v
+                    .to_str()
+                    .map_err(|_| Error::explain(InternalError, "unsignable identity header"))?;
+                values.push((*name, v));
+            }
+        }
         let Some(signature) =
             self.state
                 .settings

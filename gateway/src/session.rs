@@ -140,7 +140,8 @@ fn is_clerk_id(s: &str) -> bool {
     rl_contract::identity::is_valid_organization_id(s)
 }
 
-fn is_header_safe(s: &str) -> bool {
+/// A value that travels in a comma-separated identity header.
+pub fn is_header_safe(s: &str) -> bool {
     s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 

@@ -211,7 +211,11 @@ fn policy_from_env() -> Result<crate::policy::Policy, SettingsError> {
 
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let production = settings::raw(NODE_ENV).is_some_and(|v| v == "production");
+        // Any spelling of production counts: the bypass must fail closed.
+        let production = settings::raw(NODE_ENV).is_some_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            v == "production" || v == "prod"
+        });
         let bypass_requested = settings::flag(AUTH_DEV_BYPASS, false)?;
         if bypass_requested && production {
             tracing::error!(
