@@ -1,14 +1,10 @@
 //! Who is calling: the identity the gateway resolves and injects as headers.
 //!
 //! The gateway owns every header named here. It removes each client-sent copy before it
-//! injects its own, so a service behind the gateway can trust them (issue 6 adds a signature
-//! so that trust does not depend on the network alone).
+//! injects its own, and signs what it injects: services read an identity only through
+//! `signing::VerifiedIdentity`, never from these headers alone.
 
-use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
-use axum::http::request::Parts;
-
-use crate::error::{ErrorCode, ErrorResponse};
 
 pub const ORGANIZATION_ID: &str = "x-organization-id";
 pub const AUTH_TYPE: &str = "x-auth-type";
@@ -64,6 +60,25 @@ impl AuthType {
             _ => None,
         }
     }
+}
+
+/// The value of a header sent exactly once, as visible ASCII. Two copies of a header
+/// the gateway reads are refused outright: two parsers may pick different ones.
+pub fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// A request id worth keeping: 1–128 of `[A-Za-z0-9._:-]`.
+pub fn is_well_formed_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// An organization id as Clerk issues them (`org_…`) or as a developer names one locally.
@@ -126,14 +141,7 @@ impl Identity {
     /// Read the identity the gateway injected. `None` when it is missing or malformed.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let get = |name: &str| -> Option<String> {
-            let mut values = headers.get_all(name).iter();
-            let first = values.next()?;
-            if values.next().is_some() {
-                return None; // two copies: not something our gateway sends
-            }
-            first
-                .to_str()
-                .ok()
+            single_header(headers, name)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
@@ -158,19 +166,6 @@ impl Identity {
             scopes: list(API_KEY_SCOPES),
             role: get(ORG_ROLE),
             permissions: list(ORG_PERMISSIONS),
-        })
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Identity {
-    type Rejection = ErrorResponse;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Identity::from_headers(&parts.headers).ok_or_else(|| {
-            ErrorResponse::new(
-                ErrorCode::Unauthorized,
-                crate::error::messages::MISSING_BEARER,
-            )
         })
     }
 }

@@ -125,15 +125,8 @@ pub fn method_label(m: &http::Method) -> &'static str {
 
 /// The request id the gateway set, if it is well-formed.
 pub fn request_id(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| {
-            (1..=128).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
+    crate::identity::single_header(headers, REQUEST_ID)
+        .filter(|id| crate::identity::is_well_formed_request_id(id))
 }
 
 /// axum middleware: metrics plus a span (with the request id) around every request, and

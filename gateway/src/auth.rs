@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use rl_contract::identity::{ORGANIZATION_ID, is_valid_organization_id};
+use rl_contract::identity::{ORGANIZATION_ID, is_valid_organization_id, single_header};
 
 use crate::GatewayState;
 use crate::api_key::{Outcome, VerifiedKey};
@@ -40,15 +40,6 @@ impl Caller {
 
 /// The user the local-development bypass acts as.
 pub const DEV_USER_ID: &str = "user_dev";
-
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut all = headers.get_all(name).iter();
-    let first = all.next()?;
-    if all.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()
-}
 
 pub async fn authenticate(
     state: &GatewayState,

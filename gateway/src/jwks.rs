@@ -6,7 +6,6 @@
 //! When the endpoint fails, the last good key set keeps serving.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,8 +35,6 @@ pub struct Jwks {
     last_attempt: std::sync::Mutex<Option<Instant>>,
     fetch_lock: tokio::sync::Mutex<()>,
     min_refetch: Duration,
-    pub fetches: AtomicU64,
-    pub failures: AtomicU64,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -115,8 +112,6 @@ impl Jwks {
             last_attempt: std::sync::Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
             min_refetch,
-            fetches: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
             metrics,
         }
     }
@@ -143,7 +138,6 @@ impl Jwks {
             return Ok(0);
         };
         *self.last_attempt.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let result = async {
             let mut req = self.client.get(url);
             if let Some(b) = bearer {
@@ -175,14 +169,8 @@ impl Jwks {
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
                 Ok(n)
             }
-            Ok(_) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                Err(JwksError::Malformed("no usable RSA signing key".into()))
-            }
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                Err(e)
-            }
+            Ok(_) => Err(JwksError::Malformed("no usable RSA signing key".into())),
+            Err(e) => Err(e),
         }
     }
 

@@ -69,14 +69,12 @@ pub fn holds(user: &SessionUser, permission: &str) -> bool {
     user.permissions.iter().any(|p| permission_key(p) == wanted)
 }
 
+/// The same matching as route classes: a trailing `*` is a plain prefix, otherwise the
+/// rule's path and everything under it.
 fn path_matches(rule: &str, path: &str) -> bool {
-    let starts = |prefix: &str| {
-        path.len() >= prefix.len()
-            && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    };
     match rule.strip_suffix('*') {
-        Some(prefix) => starts(prefix),
-        None => starts(rule) && (path.len() == rule.len() || path.as_bytes()[rule.len()] == b'/'),
+        Some(prefix) => crate::routes::starts_with_ci(path, prefix),
+        None => crate::routes::under(path, rule),
     }
 }
 

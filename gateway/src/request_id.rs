@@ -1,19 +1,11 @@
 //! `x-request-id`: the client's if it is well-formed, else a fresh UUID.
 
 use http::HeaderMap;
-use rl_contract::identity::REQUEST_ID;
-
-pub fn is_well_formed(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
+use rl_contract::identity::{REQUEST_ID, is_well_formed_request_id, single_header};
 
 pub fn from_headers(headers: &HeaderMap) -> String {
-    let mut all = headers.get_all(REQUEST_ID).iter();
-    match (all.next().and_then(|v| v.to_str().ok()), all.next()) {
-        (Some(id), None) if is_well_formed(id) => id.to_owned(),
+    match single_header(headers, REQUEST_ID) {
+        Some(id) if is_well_formed_request_id(id) => id.to_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     }
 }

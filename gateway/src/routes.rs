@@ -41,13 +41,14 @@ impl Route {
     }
 }
 
-fn starts_with_ci(path: &str, prefix: &str) -> bool {
+/// `path` starts with `prefix`, ignoring ASCII case.
+pub(crate) fn starts_with_ci(path: &str, prefix: &str) -> bool {
     path.len() >= prefix.len()
         && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// `path` equals `prefix`, or continues it with `/`.
-fn under(path: &str, prefix: &str) -> bool {
+pub(crate) fn under(path: &str, prefix: &str) -> bool {
     starts_with_ci(path, prefix)
         && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
 }

@@ -9,12 +9,6 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("API key not found.")]
     NotFound,
-    #[error("{0}")]
-    RouteNotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("request body too large")]
-    PayloadTooLarge,
     #[error("missing identity")]
     Unauthenticated,
     #[error("session required")]
@@ -49,15 +43,6 @@ impl IntoResponse for ApiError {
             Self::Envelope(e) => (e.code, e.message.clone()),
             Self::InvalidRequest(m) => (ErrorCode::InvalidRequest, m.clone()),
             Self::NotFound => (ErrorCode::NotFound, self.to_string()),
-            Self::RouteNotFound(m) => (ErrorCode::NotFound, m.clone()),
-            Self::MethodNotAllowed => (
-                ErrorCode::MethodNotAllowed,
-                "Method not allowed on this route.".to_owned(),
-            ),
-            Self::PayloadTooLarge => (
-                ErrorCode::PayloadTooLarge,
-                "Request body is too large.".to_owned(),
-            ),
             Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
             Self::SessionRequired => (ErrorCode::Forbidden, messages::SESSION_REQUIRED.to_owned()),
             Self::Unavailable(e) | Self::Database(e) => {
