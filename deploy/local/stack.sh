@@ -33,7 +33,8 @@ fi
 
 echo "==> building (cargo build --profile $PROFILE)"
 cargo build --profile "$PROFILE" --workspace --bins
-case "$PROFILE" in dev) BIN=$ROOT/target/debug ;; *) BIN=$ROOT/target/$PROFILE ;; esac
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case "$PROFILE" in dev) BIN=$TARGET/debug ;; *) BIN=$TARGET/$PROFILE ;; esac
 
 STATE=${STACK_STATE_DIR:-$ROOT/.stack}
 mkdir -p "$STATE/logs" "$STATE/data"
