@@ -41,6 +41,7 @@ fn verifier() -> ApiKeyVerifier {
         &CacheSettings {
             capacity: 1_000_000,
             lookup_rate: 1000,
+            lookup_rate_per_client: 1000,
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(10),
             unsynced_ttl: Duration::from_secs(3600),
@@ -85,7 +86,7 @@ fn api_key(c: &mut Criterion) {
     v.set_feed_synced(true);
     c.bench_function("api_key/cache_hit", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = v.verify(KEY, 1_700_000_000_000, None).await;
+            let out = v.verify(KEY, 1_700_000_000_000, None, None).await;
             assert!(matches!(out, gateway::api_key::Outcome::Valid(_)));
         });
     });

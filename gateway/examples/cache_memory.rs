@@ -39,6 +39,7 @@ async fn main() {
         &CacheSettings {
             capacity: n,
             lookup_rate: 1000,
+            lookup_rate_per_client: 1000,
             ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(10),
             unsynced_ttl: Duration::from_secs(3600),

@@ -104,6 +104,8 @@ pub enum Outcome {
     Invalid(Rejection),
     /// keys-service could not answer and nothing usable is cached: `503`, retryable.
     Unavailable,
+    /// This client spent its own lookup budget on keys nobody had cached: `429`.
+    Throttled,
 }
 
 /// A token bucket: at most `rate` lookups per second, bursts up to `rate`.
@@ -135,10 +137,55 @@ impl LookupBudget {
     }
 }
 
+/// One lookup budget per client address (an IPv6 /64 counts as one client), so a flood of
+/// unknown keys from one place spends its own budget and not the one every other client's
+/// first lookup needs.
+pub struct ClientBudgets {
+    rate: u32,
+    budgets: moka::sync::Cache<u128, Arc<LookupBudget>>,
+}
+
+impl ClientBudgets {
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            budgets: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Take one lookup from `client`'s budget. A request with no known address (a test
+    /// harness, a Unix socket) is bound by the global budget only.
+    pub fn try_take(&self, client: Option<std::net::IpAddr>) -> bool {
+        let Some(ip) = client else {
+            return true;
+        };
+        self.budgets
+            .get_with(client_key(ip), || Arc::new(LookupBudget::new(self.rate)))
+            .try_take()
+    }
+}
+
+/// The unit a budget belongs to: an IPv4 address, or an IPv6 /64 (one host's usual
+/// allocation; IPv4-mapped addresses count as their IPv4 address).
+pub fn client_key(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4)),
+            None => u128::from(a) & !u128::from(u64::MAX),
+        },
+    }
+}
+
 pub struct CacheSettings {
     pub capacity: u64,
     /// keys-service lookups per second (flood protection); 0 means 1.
     pub lookup_rate: u32,
+    /// ... of which one client may start this many per second.
+    pub lookup_rate_per_client: u32,
     pub ttl: Duration,
     pub negative_ttl: Duration,
     pub unsynced_ttl: Duration,
@@ -165,6 +212,7 @@ pub struct ApiKeyVerifier {
     unsynced_ttl: Duration,
     lookup_permits: Semaphore,
     lookup_budget: LookupBudget,
+    client_budgets: ClientBudgets,
     lookup_timeout: Duration,
     client: KeysClient,
     metrics: Arc<crate::metrics::Metrics>,
@@ -200,6 +248,7 @@ impl ApiKeyVerifier {
             unsynced_ttl: s.unsynced_ttl,
             lookup_permits: Semaphore::new(s.lookup_concurrency.max(1)),
             lookup_budget: LookupBudget::new(s.lookup_rate),
+            client_budgets: ClientBudgets::new(s.lookup_rate_per_client),
             lookup_timeout: s.lookup_timeout,
             client,
             metrics,
@@ -351,7 +400,12 @@ impl ApiKeyVerifier {
     }
 
     /// The cached answer for `hash`, or one fetch shared by every caller asking at once.
-    async fn lookup(&self, hash: Hash, request_id: Option<&str>) -> Result<Entry, KeysError> {
+    async fn lookup(
+        &self,
+        hash: Hash,
+        request_id: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<Entry, KeysError> {
         let cached = match self.cache.get(&hash).await {
             Some(e) => Some(e),
             None => self.negative.get(&hash).await,
@@ -361,6 +415,9 @@ impl ApiKeyVerifier {
             return Ok(e);
         }
         self.metrics.hot.api_key_memory_miss.inc();
+        if !self.client_budgets.try_take(client) {
+            return Err(KeysError::ClientThrottled);
+        }
         let found = self
             .cache
             .optionally_get_with(hash, async {
@@ -386,14 +443,21 @@ impl ApiKeyVerifier {
     }
 
     /// Verify a bearer token that starts with `rl_live_`.
-    pub async fn verify(&self, token: &str, now_ms: i64, request_id: Option<&str>) -> Outcome {
+    pub async fn verify(
+        &self,
+        token: &str,
+        now_ms: i64,
+        request_id: Option<&str>,
+        client: Option<std::net::IpAddr>,
+    ) -> Outcome {
         if !is_well_formed_api_key(token) {
             return Outcome::Invalid(Rejection::Malformed);
         }
         let hash = key_hash(token);
         for _ in 0..3 {
-            let entry = match self.lookup(hash, request_id).await {
+            let entry = match self.lookup(hash, request_id, client).await {
                 Ok(e) => e,
+                Err(KeysError::ClientThrottled) => return Outcome::Throttled,
                 Err(e) => {
                     tracing::warn!(error = %e, "api key lookup failed");
                     return Outcome::Unavailable;
@@ -503,6 +567,7 @@ mod tests {
             &CacheSettings {
                 capacity: 10,
                 lookup_rate: 1000,
+                lookup_rate_per_client: 1000,
                 ttl: Duration::from_secs(60),
                 negative_ttl: Duration::from_secs(1),
                 unsynced_ttl: Duration::from_secs(1),
@@ -538,11 +603,11 @@ mod tests {
         let v = unreachable_verifier(200, 4);
         let token = "rl_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         assert!(matches!(
-            v.verify(token, 0, None).await,
+            v.verify(token, 0, None, None).await,
             Outcome::Unavailable
         ));
         assert!(matches!(
-            v.verify("rl_live_short", 0, None).await,
+            v.verify("rl_live_short", 0, None, None).await,
             Outcome::Invalid(Rejection::Malformed)
         ));
     }

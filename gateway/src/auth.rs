@@ -46,6 +46,7 @@ pub async fn authenticate(
     headers: &HeaderMap,
     now_ms: i64,
     request_id: &str,
+    client: Option<std::net::IpAddr>,
 ) -> Result<Caller, GatewayError> {
     match credential::from_headers(headers) {
         Err(CredentialError::Duplicate) => Err(GatewayError::BadRequest(
@@ -55,10 +56,15 @@ pub async fn authenticate(
         Ok(None) if state.settings.dev_bypass => dev_bypass(headers),
         Ok(None) => Err(GatewayError::MissingCredential),
         Ok(Some(Credential::ApiKey(token))) => {
-            match state.keys.verify(token, now_ms, Some(request_id)).await {
+            match state
+                .keys
+                .verify(token, now_ms, Some(request_id), client)
+                .await
+            {
                 Outcome::Valid(key) => Ok(Caller::ApiKey(key)),
                 Outcome::Invalid(reason) => Err(GatewayError::InvalidApiKey(reason)),
                 Outcome::Unavailable => Err(GatewayError::KeysUnavailable),
+                Outcome::Throttled => Err(GatewayError::RateLimited),
             }
         }
         Ok(Some(Credential::Session(token))) => session(state, headers, token, now_ms).await,

@@ -3,6 +3,7 @@
 use rl_contract::error::{ErrorCode, messages};
 
 use crate::api_key::Rejection;
+use crate::request_rules::Refusal;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -26,6 +27,14 @@ pub enum GatewayError {
     KeysUnavailable,
     #[error("identity provider unavailable")]
     IdentityUnavailable,
+    #[error("{}", .0.message)]
+    Refused(Refusal),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("request body too slow")]
+    BodyTimeout,
+    #[error("too many unknown keys from this client")]
+    RateLimited,
     #[error("upstream unavailable")]
     BadGateway,
     #[error("upstream timed out")]
@@ -43,6 +52,10 @@ impl GatewayError {
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::KeysUnavailable | Self::IdentityUnavailable => ErrorCode::ServiceUnavailable,
+            Self::Refused(r) => r.code,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::BodyTimeout => ErrorCode::RequestTimeout,
+            Self::RateLimited => ErrorCode::TooManyRequests,
             Self::BadGateway => ErrorCode::BadGateway,
             Self::GatewayTimeout => ErrorCode::GatewayTimeout,
         }
@@ -63,6 +76,12 @@ impl GatewayError {
             Self::IdentityUnavailable => {
                 "Organization membership could not be checked. Retry shortly."
             }
+            Self::Refused(r) => &r.message,
+            Self::PayloadTooLarge => "The request body is too large for this route.",
+            Self::BodyTimeout => "The request body was not received in time.",
+            Self::RateLimited => {
+                "Too many lookups of unknown API keys from this client. Retry shortly."
+            }
             Self::BadGateway => "The upstream service is unavailable.",
             Self::GatewayTimeout => "The upstream service did not respond in time.",
         }
@@ -71,7 +90,7 @@ impl GatewayError {
     /// Which credential the refused request presented (a metrics label).
     pub fn credential_kind(&self) -> &'static str {
         match self {
-            Self::InvalidApiKey(_) | Self::KeysUnavailable => "api_key",
+            Self::InvalidApiKey(_) | Self::KeysUnavailable | Self::RateLimited => "api_key",
             Self::InvalidSession(_) | Self::IdentityUnavailable => "session",
             _ => "none",
         }
@@ -90,6 +109,10 @@ impl GatewayError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::KeysUnavailable => "keys_unavailable",
             Self::IdentityUnavailable => "identity_unavailable",
+            Self::Refused(r) => r.reason(),
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::RateLimited => "rate_limited",
             Self::BadGateway => "bad_gateway",
             Self::GatewayTimeout => "gateway_timeout",
         }

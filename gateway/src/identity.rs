@@ -11,41 +11,95 @@ use crate::auth::Caller;
 
 /// Headers some upstream frameworks honour to change the method or the path of a request
 /// after the gateway decided on it (`X-HTTP-Method-Override: DELETE` on an allowed `GET`,
-/// `X-Original-URL: /v1/api-keys`). The decided method and path are final: these never pass.
+/// `X-Original-URL: /v1/api-keys`). The decided method and path are final: these never pass
+/// (nor does anything starting with one of [`OWNED_PREFIXES`], e.g. `x-original-uri`).
 pub const OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
-    "x-original-url",
     "x-rewrite-url",
-    "x-original-uri",
+    "x-override-url",
 ];
 
-/// Client-supplied hop information: the edge states it, clients do not.
+/// Client-supplied hop, address, scheme and identity information that proxies and
+/// frameworks believe: the edge states the hop itself, and identity comes from the
+/// credential only.
 pub const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
+    "x-forwarded",
     "x-real-ip",
     "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-proxyuser-ip",
+    "x-host",
+    "x-url-scheme",
+    "x-scheme",
+    "front-end-https",
+    "x-arr-ssl",
+    "x-arr-clientcert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "ssl-client-cert",
+    "x-client-verify",
+    "remote-user",
+    "remote-addr",
+    "x-user",
+    "x-email",
+    "x-user-email",
+    "x-user-groups",
+    "x-webauth-user",
+    "proxy-connection",
 ];
 
-/// Remove every header the gateway owns (any case, any number of copies), the caller's
-/// credential, method/path override headers and client-supplied forwarding headers.
+/// Whole namespaces the edge owns: forwarding (`x-forwarded-for`, `-host`, `-prefix`,
+/// `-uri`, `-user`, `-email`, `-access-token`, …), rewrites (`x-original-url`, `-uri`,
+/// `-method`), other proxies' internal and identity headers (Envoy, oauth2-proxy, AWS ALB,
+/// Google IAP, Azure App Service, Cloudflare Access, Kong).
+pub const OWNED_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-original-",
+    "x-envoy-",
+    "x-auth-request-",
+    "x-amzn-oidc-",
+    "x-goog-authenticated-",
+    "x-ms-client-principal",
+    "cf-access-",
+    "x-consumer-",
+    "x-credential-",
+    "x-remote-",
+    "x-authenticated-",
+];
+
+/// Whether a client-sent header `name` (any case, `_` or `-`) is one the edge owns.
+pub fn is_edge_owned(name: &str) -> bool {
+    let folded: std::borrow::Cow<'_, str> =
+        if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().replace('_', "-").into()
+        } else {
+            name.into()
+        };
+    let n = folded.as_ref();
+    is_owned_header(n)
+        || OVERRIDE_HEADERS.contains(&n)
+        || FORWARDING_HEADERS.contains(&n)
+        || OWNED_PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// Remove every header the gateway owns (any case, `_` for `-`, any number of copies), the
+/// caller's credential, method/path override headers and client-supplied forwarding and
+/// identity headers. (`Connection` naming any of them is refused in `request_rules`;
+/// pingora strips hop-by-hop headers and the ones `Connection` names.)
 pub fn strip(req: &mut RequestHeader) {
-    for name in OVERRIDE_HEADERS.iter().chain(FORWARDING_HEADERS) {
-        req.remove_header(*name);
-    }
     let owned: Vec<http::HeaderName> = req
         .headers
         .keys()
-        // `x_organization_id` reaches CGI/PHP/Rack upstreams as the same variable as
-        // `x-organization-id`: underscore spellings of owned headers go too.
-        .filter(|name| {
-            is_owned_header(name.as_str()) || is_owned_header(&name.as_str().replace('_', "-"))
-        })
+        .filter(|name| is_edge_owned(name.as_str()))
         .cloned()
         .collect();
     for name in owned {
@@ -117,6 +171,22 @@ mod tests {
             .expect("h");
         req.append_header("X-Forwarded-For", "10.0.0.1").expect("h");
         req.append_header("forwarded", "for=10.0.0.1").expect("h");
+        for (n, v) in [
+            ("X-Forwarded-Prefix", "/admin"),
+            ("x-forwarded-uri", "/v1/api-keys"),
+            ("x-forwarded-user", "admin"),
+            ("x-forwarded-email", "a@b"),
+            ("x-original-method", "DELETE"),
+            ("x-envoy-original-path", "/v1/api-keys"),
+            ("true-client-ip", "1.2.3.4"),
+            ("x-auth-request-user", "admin"),
+            ("x_forwarded_host", "evil"),
+            ("X_Real-IP", "1.2.3.4"),
+            ("x-http_method-override", "DELETE"),
+            ("remote-user", "admin"),
+        ] {
+            req.append_header(n, v).expect("h");
+        }
         strip(&mut req);
         let caller = Caller::ApiKey(Arc::new(VerifiedKey {
             id: "key_1".into(),
@@ -146,6 +216,18 @@ mod tests {
             "x-original-url",
             "x-forwarded-for",
             "forwarded",
+            "x-forwarded-prefix",
+            "x-forwarded-uri",
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-original-method",
+            "x-envoy-original-path",
+            "true-client-ip",
+            "x-auth-request-user",
+            "x_forwarded_host",
+            "x_real-ip",
+            "x-http_method-override",
+            "remote-user",
         ] {
             assert!(all(gone).is_empty(), "{gone} passed");
         }

@@ -41,6 +41,8 @@ pub enum KeysError {
     Timeout,
     #[error("key lookup budget exhausted (flood protection)")]
     Throttled,
+    #[error("this client's key lookup budget is exhausted (flood protection)")]
+    ClientThrottled,
     #[error("keys-service answered {0}")]
     Status(StatusCode),
     #[error("keys-service answered something unreadable: {0}")]

@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //! - [`settings`]: typed configuration from the environment.
+//! - [`conn_guard`]: every client connection, before pingora parses it: request-head
+//!   deadline (slowloris), size, validity — refusals in the documented envelope.
+//! - [`request_rules`]: methods, `Host`, header names (no `_`), sizes, framing.
 //! - [`path`]: the canonical request target (pingora normalizes nothing).
 //! - [`routes`]: route classes and where they go.
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
@@ -22,6 +25,7 @@
 pub mod api_key;
 pub mod auth;
 pub mod background;
+pub mod conn_guard;
 pub mod credential;
 pub mod docs;
 pub mod error;
@@ -35,6 +39,7 @@ pub mod policy;
 pub mod proxy;
 pub mod redis_tier;
 pub mod request_id;
+pub mod request_rules;
 pub mod routes;
 pub mod session;
 pub mod settings;
@@ -82,6 +87,7 @@ impl GatewayState {
             &CacheSettings {
                 capacity: settings.key_cache_capacity,
                 lookup_rate: settings.key_lookup_rate,
+                lookup_rate_per_client: settings.key_lookup_rate_per_client,
                 ttl: settings.key_cache_ttl,
                 negative_ttl: settings.key_negative_ttl,
                 unsynced_ttl: settings.key_cache_unsynced_ttl,
@@ -199,12 +205,17 @@ pub fn run(settings: Settings) {
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // Every client connection passes the guard (head deadline, size, validity) before
+    // pingora's HTTP/1 session reads it.
+    let app = pingora::proxy::http_proxy(
         &server.configuration,
         proxy::Gateway {
             state: state.clone(),
         },
-        "reconlayer-gateway",
+    );
+    let mut proxy = pingora::services::listening::Service::new(
+        "reconlayer-gateway".to_owned(),
+        conn_guard::GuardedApp::new(app, state.settings.guard.clone()),
     );
     proxy.add_tcp(&listen);
     server.add_service(proxy);

@@ -11,6 +11,9 @@
 //!   spaces and non-ASCII bytes are refused;
 //! - empty segments (`//`) and dot segments (`.`, `..`) are refused (a single trailing `/`
 //!   is kept);
+//! - percent-encoded non-ASCII (`%C5%BF`, `%EF%BC%8F`) is refused unless the deployment
+//!   allows it (`GATEWAY_ALLOW_NON_ASCII_PATHS`): frameworks fold Unicode lookalikes
+//!   (`ſ` → `s`, `K` → `k`, fullwidth `／` → `/`) onto the ASCII routes the policy protects;
 //! - the query is passed through if it is visible ASCII with well-formed escapes.
 //!
 //! Route matching then runs on the canonical path only, and the canonical target is written
@@ -50,6 +53,8 @@ pub enum TargetError {
     BadSegment,
     #[error("Request query contains a character that is not allowed.")]
     BadQuery,
+    #[error("Request path contains percent-encoded non-ASCII characters.")]
+    NonAscii,
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -74,8 +79,15 @@ fn is_path_byte(b: u8) -> bool {
         )
 }
 
-/// Decide the canonical form of a raw request target, or refuse it.
+/// Decide the canonical form of a raw request target, or refuse it (strict: no
+/// percent-encoded non-ASCII).
 pub fn canonicalize(raw: &[u8]) -> Result<Target, TargetError> {
+    canonicalize_with(raw, false)
+}
+
+/// [`canonicalize`], optionally allowing percent-encoded UTF-8 (valid, never overlong) in
+/// path segments.
+pub fn canonicalize_with(raw: &[u8], allow_non_ascii: bool) -> Result<Target, TargetError> {
     if raw.len() > MAX_TARGET_LEN {
         return Err(TargetError::TooLong);
     }
@@ -119,6 +131,9 @@ pub fn canonicalize(raw: &[u8]) -> Result<Target, TargetError> {
                     || d == 0x7f
                 {
                     return Err(TargetError::BadEscape);
+                }
+                if d >= 0x80 && !allow_non_ascii {
+                    return Err(TargetError::NonAscii);
                 }
                 if is_unreserved(d) {
                     path.push(char::from(d));
@@ -207,7 +222,10 @@ mod tests {
         assert_eq!(ok("/v1/api%2Dkeys"), "/v1/api-keys");
         assert_eq!(ok("/v1/%61pi-keys"), "/v1/api-keys");
         assert_eq!(ok("/v1/a%3ab"), "/v1/a%3Ab");
-        assert_eq!(ok("/v1/caf%c3%a9"), "/v1/caf%C3%A9");
+        assert_eq!(
+            canonicalize_with(b"/v1/caf%c3%a9", true).map(|t| t.path),
+            Ok("/v1/caf%C3%A9".to_owned())
+        );
         assert_eq!(ok("/v1/a%20b"), "/v1/a%20b");
     }
 
@@ -231,7 +249,23 @@ mod tests {
         assert_eq!(err(b"/v1/a%3bb"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/api-keys%3F.json"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/api-keys%23x"), TargetError::BadEscape);
-        assert_eq!(err(b"/v1/%c0%ae%c0%ae/x"), TargetError::BadEscape);
+        assert_eq!(
+            canonicalize_with(b"/v1/%c0%ae%c0%ae/x", true),
+            Err(TargetError::BadEscape)
+        );
+        assert_eq!(err(b"/v1/%c0%ae%c0%ae/x"), TargetError::NonAscii);
+        // Lookalikes a framework folds onto ASCII: long s, Kelvin sign, fullwidth solidus
+        // and full stop, one-dot leader.
+        for lookalike in [
+            &b"/v1/reconciliation-ca%C5%BFes"[..],
+            b"/v1/api-%E2%84%AAeys",
+            b"/webhooks/x%EF%BC%8F..%EF%BC%8Fv1",
+            b"/webhooks/%EF%BC%8E%EF%BC%8E/v1",
+            b"/webhooks/%E2%80%A4%E2%80%A4/v1",
+            b"/v1/caf%c3%a9",
+        ] {
+            assert_eq!(err(lookalike), TargetError::NonAscii);
+        }
         assert_eq!(err(b"/v1/%zz"), TargetError::BadEscape);
         assert_eq!(err(b"/v1/%4"), TargetError::BadEscape);
         assert_eq!(err(b"/v1\\api-keys"), TargetError::ForbiddenByte);

@@ -1,8 +1,9 @@
 //! The pingora `ProxyHttp` implementation. It stays short: the decisions are the plain
 //! functions in `path`, `routes`, `credential`, `auth` and `identity`.
 //!
-//! - `request_filter` decides: request id, framing, canonical target, route, identity,
-//!   policy. A refusal is written here and the request ends.
+//! - `request_filter` decides: request id, head rules (`request_rules`), canonical target,
+//!   route, identity, policy. A refusal is written here and the request ends.
+//! - `request_body_filter` bounds the body on public routes (size and total time).
 //! - `upstream_peer` routes by route class.
 //! - `upstream_request_filter` writes the canonical target and the identity headers.
 //! - `fail_to_proxy` turns upstream failures into `502`/`504` in the envelope.
@@ -20,13 +21,12 @@ use rl_contract::identity::REQUEST_ID;
 
 use crate::GatewayState;
 use crate::auth::{self, Caller};
+use crate::conn_guard::{self, ConnPhase};
 use crate::error::GatewayError;
 use crate::path::{self, Target};
 use crate::request_id;
+use crate::request_rules;
 use crate::routes::{self, Route};
-
-/// How long an idle client connection is kept for its next request.
-const IDLE_KEEPALIVE_SECONDS: u64 = 60;
 
 pub struct Gateway {
     pub state: Arc<GatewayState>,
@@ -41,6 +41,12 @@ pub struct RequestCtx {
     pub refusal: Option<&'static str>,
     pub upstream: &'static str,
     pub upstream_started: Option<Instant>,
+    /// The connection guard's view of this connection (heads vs. bodies).
+    pub phase: Option<Arc<ConnPhase>>,
+    /// Public routes: the body may be at most this large, and must be in by the deadline.
+    pub body_limit: Option<u64>,
+    pub body_deadline: Option<Instant>,
+    pub body_seen: u64,
 }
 
 /// Write an error envelope as the whole response.
@@ -52,8 +58,13 @@ pub async fn respond(session: &mut Session, error: &GatewayError, request_id: &s
     resp.insert_header("content-length", body.len().to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     resp.insert_header(REQUEST_ID, request_id)?;
-    if code.status().as_u16() == 401 {
-        resp.insert_header("www-authenticate", "Bearer realm=\"reconlayer\"")?;
+    match code.status().as_u16() {
+        401 => resp.insert_header("www-authenticate", "Bearer realm=\"reconlayer\"")?,
+        405 if matches!(error, GatewayError::Refused(_)) => {
+            resp.insert_header("allow", request_rules::ALLOW_HEADER)?;
+        }
+        429 | 503 => resp.insert_header("retry-after", "1")?,
+        _ => {}
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
@@ -92,9 +103,34 @@ impl Gateway {
         // Content-Length, reads chunked, and closes the connection after (RFC 9112 §6.3).
         let req = session.req_header();
         let headers = &req.headers;
-        let target = path::canonicalize(req.raw_path())
+        let settings = &self.state.settings;
+        // The guard checked the raw head already; this covers heads it never saw as bytes
+        // (pipelined) with the same rules, on what pingora parsed.
+        request_rules::check_head(
+            req.method.as_str().as_bytes(),
+            req.version == http::Version::HTTP_11,
+            headers
+                .iter()
+                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+            &settings.guard.head,
+        )
+        .map_err(GatewayError::Refused)?;
+        let target = path::canonicalize_with(req.raw_path(), settings.allow_non_ascii_paths)
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         ctx.route = routes::classify(&target.path);
+        if ctx.route.is_public() {
+            // No credential vouches for these clients: bound what they may send.
+            let declared = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > settings.public_max_body_bytes) {
+                return Err(GatewayError::PayloadTooLarge);
+            }
+            ctx.body_limit = Some(settings.public_max_body_bytes);
+            ctx.body_deadline = Some(Instant::now() + settings.body_read_timeout);
+        }
         if ctx.route == Route::Docs {
             ctx.target = Some(target);
             return Ok(());
@@ -104,24 +140,29 @@ impl Gateway {
             return Ok(());
         }
         let now = rl_contract::time_fmt::now_ms();
-        let caller = match auth::authenticate(&self.state, headers, now, &ctx.request_id).await {
-            Ok(c) => {
-                let hot = &self.state.metrics.hot;
-                match c {
-                    Caller::ApiKey(_) => hot.auth_api_key_accepted.inc(),
-                    Caller::Session(_) => hot.auth_session_accepted.inc(),
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let caller =
+            match auth::authenticate(&self.state, headers, now, &ctx.request_id, client_ip).await {
+                Ok(c) => {
+                    let hot = &self.state.metrics.hot;
+                    match c {
+                        Caller::ApiKey(_) => hot.auth_api_key_accepted.inc(),
+                        Caller::Session(_) => hot.auth_session_accepted.inc(),
+                    }
+                    c
                 }
-                c
-            }
-            Err(e) => {
-                self.state
-                    .metrics
-                    .auth
-                    .with_label_values(&[e.credential_kind(), "rejected", e.reason()])
-                    .inc();
-                return Err(e);
-            }
-        };
+                Err(e) => {
+                    self.state
+                        .metrics
+                        .auth
+                        .with_label_values(&[e.credential_kind(), "rejected", e.reason()])
+                        .inc();
+                    return Err(e);
+                }
+            };
         auth::authorize(
             &self.state.settings.policy,
             ctx.route,
@@ -190,12 +231,28 @@ impl ProxyHttp for Gateway {
             refusal: None,
             upstream: "",
             upstream_started: None,
+            phase: None,
+            body_limit: None,
+            body_deadline: None,
+            body_seen: 0,
         }
     }
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // pingora's default adds a (disabled) compression module, built for every request;
+        // the gateway compresses nothing, so it adds no module at all.
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // The head is in: what follows on this connection is this request's body.
+        ctx.phase = conn_guard::phase_of(session.stream());
+        if let Some(phase) = &ctx.phase {
+            phase.request_started();
+        }
         // pingora keeps idle client connections forever by default (pingora#447).
-        session.set_keepalive(Some(IDLE_KEEPALIVE_SECONDS));
+        session.set_keepalive(Some(self.state.settings.keepalive_timeout_seconds));
+        // Each body read is bounded (pingora's default is 60 s).
+        session.set_read_timeout(Some(self.state.settings.body_read_timeout));
         ctx.request_id = request_id::from_headers(&session.req_header().headers);
         match self.decide(session, ctx).await {
             Ok(()) if ctx.route == Route::Docs => {
@@ -209,6 +266,26 @@ impl ProxyHttp for Gateway {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(limit) = ctx.body_limit else {
+            return Ok(());
+        };
+        ctx.body_seen += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_seen > limit {
+            return Error::e_explain(HTTPStatus(413), "public route body over the limit");
+        }
+        if !end_of_stream && ctx.body_deadline.is_some_and(|d| Instant::now() > d) {
+            return Error::e_explain(HTTPStatus(408), "public route body too slow");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -299,8 +376,15 @@ impl ProxyHttp for Gateway {
         let error = match e.etype() {
             HTTPStatus(404) => Some(GatewayError::NotFound),
             HTTPStatus(400) => Some(GatewayError::BadRequest("Malformed request.".to_owned())),
-            ConnectTimedout | ReadTimedout | WriteTimedout => Some(GatewayError::GatewayTimeout),
+            HTTPStatus(413) => Some(GatewayError::PayloadTooLarge),
+            HTTPStatus(408) => Some(GatewayError::BodyTimeout),
+            // pingora's own head checks (e.g. Connection nominations) that ours did not catch.
+            InvalidHTTPHeader => Some(GatewayError::BadRequest("Malformed request.".to_owned())),
+            ReadTimedout if e.esource() == &ErrorSource::Downstream => {
+                Some(GatewayError::BodyTimeout)
+            }
             _ if e.esource() == &ErrorSource::Downstream => None,
+            ConnectTimedout | ReadTimedout | WriteTimedout => Some(GatewayError::GatewayTimeout),
             _ => Some(GatewayError::BadGateway),
         };
         let mut error_code = 0;
@@ -320,6 +404,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        if let Some(phase) = &ctx.phase {
+            phase.request_finished();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let method = rl_contract::metrics::method_label(&session.req_header().method);
         let elapsed = ctx.started.elapsed();

@@ -2,7 +2,10 @@
 //!
 //! Static segments match case-insensitively: `/V1/API-KEYS` is treated as the key
 //! management route (and refused for an API key), so a case-insensitive upstream can never
-//! be reached around a stricter policy.
+//! be reached around a stricter policy. A route (and a policy rule) covers its path followed
+//! by anything that does not continue the name: `/v1/api-keys.json`, `/v1/api-keys:x` and
+//! `/v1/api-keys%20` are `/v1/api-keys` to some framework (format suffixes, custom verbs,
+//! trailing-space trimming), so they are to the edge too; `/v1/api-keys-archive` is not.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
@@ -47,10 +50,20 @@ pub(crate) fn starts_with_ci(path: &str, prefix: &str) -> bool {
         && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
-/// `path` equals `prefix`, or continues it with `/`.
+/// Bytes that continue a path segment's name; anything else after a route's path (`/`,
+/// `.`, `:`, `%`, `~`, `!`, `+`, …) ends the name, so the route still covers it.
+fn continues_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// `path` is `prefix`, or `prefix` followed by anything that does not continue its last
+/// segment's name (a sub-path, a format suffix, a parameter).
 pub(crate) fn under(path: &str, prefix: &str) -> bool {
     starts_with_ci(path, prefix)
-        && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+        && path
+            .as_bytes()
+            .get(prefix.len())
+            .is_none_or(|&b| !continues_name(b) || prefix.ends_with('/'))
 }
 
 pub fn classify(path: &str) -> Route {
@@ -94,6 +107,20 @@ mod tests {
         assert_eq!(classify("/v1/api-keys/abc"), Route::ApiKeys);
         assert_eq!(classify("/V1/API-Keys"), Route::ApiKeys);
         assert_eq!(classify("/v1/api-keysx"), Route::Api);
+        assert_eq!(classify("/v1/api-keys-archive"), Route::Api);
+        for suffixed in [
+            "/v1/api-keys.json",
+            "/v1/API-KEYS.xml",
+            "/v1/api-keys:search",
+            "/v1/api-keys%20",
+            "/v1/api-keys~",
+            "/v1/api-keys!",
+            "/v1/api-keys.",
+            "/v1/api-keys/abc.json",
+        ] {
+            assert_eq!(classify(suffixed), Route::ApiKeys, "{suffixed}");
+        }
+        assert_eq!(classify("/v1/audit-events.json"), Route::AuditEvents);
         assert_eq!(classify("/v1/audit-events"), Route::AuditEvents);
         assert_eq!(classify("/v1/payment-intents"), Route::Api);
         assert_eq!(classify("/v1"), Route::Api);

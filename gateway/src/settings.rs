@@ -45,6 +45,15 @@ pub const CLERK_MAX_TOKEN_BYTES: &str = "CLERK_MAX_TOKEN_BYTES";
 pub const CLERK_MEMBERSHIP_CACHE_TTL_MS: &str = "CLERK_MEMBERSHIP_CACHE_TTL_MS";
 pub const SESSION_CACHE_CAPACITY: &str = "GATEWAY_SESSION_CACHE_CAPACITY";
 pub const ROUTE_POLICY_FILE: &str = "GATEWAY_ROUTE_POLICY_FILE";
+pub const REQUEST_HEADER_TIMEOUT_MS: &str = "GATEWAY_REQUEST_HEADER_TIMEOUT_MS";
+pub const KEEPALIVE_TIMEOUT_SECONDS: &str = "GATEWAY_KEEPALIVE_TIMEOUT_SECONDS";
+pub const MAX_REQUEST_HEADER_BYTES: &str = "GATEWAY_MAX_REQUEST_HEADER_BYTES";
+pub const MAX_REQUEST_HEADERS: &str = "GATEWAY_MAX_REQUEST_HEADERS";
+pub const UNDERSCORE_HEADERS_ALLOW: &str = "GATEWAY_UNDERSCORE_HEADERS_ALLOW";
+pub const ALLOW_NON_ASCII_PATHS: &str = "GATEWAY_ALLOW_NON_ASCII_PATHS";
+pub const PUBLIC_MAX_BODY_BYTES: &str = "GATEWAY_PUBLIC_MAX_BODY_BYTES";
+pub const BODY_READ_TIMEOUT_MS: &str = "GATEWAY_BODY_READ_TIMEOUT_MS";
+pub const KEY_LOOKUP_RATE_PER_CLIENT: &str = "GATEWAY_KEY_LOOKUP_RATE_PER_CLIENT";
 
 /// An upstream as configured: `http://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +119,20 @@ pub struct Settings {
     pub secrets: rl_contract::signing::Secrets,
     /// The route policy, already loaded (built-in defaults unless a file replaces them).
     pub policy: crate::policy::Policy,
+    /// Limits on each request head, and its deadline (`conn_guard`, `request_rules`).
+    pub guard: crate::conn_guard::GuardSettings,
+    /// Idle time allowed between requests on a client connection.
+    pub keepalive_timeout_seconds: u64,
+    /// Percent-encoded UTF-8 in paths (off: refused with `400`).
+    pub allow_non_ascii_paths: bool,
+    /// Body limit on the public routes (`/webhooks/*`, `/health`, docs): no credential
+    /// vouches for these clients.
+    pub public_max_body_bytes: u64,
+    /// The whole request body must arrive within this on public routes; on authenticated
+    /// routes it bounds each read.
+    pub body_read_timeout: Duration,
+    /// keys-service lookups per second one client address (IPv6: one /64) may cause.
+    pub key_lookup_rate_per_client: u32,
 }
 
 /// How session tokens are verified. Production must set `CLERK_ISSUER`.
@@ -249,8 +272,40 @@ impl Settings {
             clerk: ClerkSettings::from_env()?,
             secrets: rl_contract::signing::Secrets::from_env(false)?,
             policy: policy_from_env()?,
+            guard: crate::conn_guard::GuardSettings {
+                header_timeout: settings::millis(REQUEST_HEADER_TIMEOUT_MS, 10_000)?,
+                head: crate::request_rules::HeadLimits {
+                    max_headers: max_headers()?,
+                    max_header_bytes: settings::parse(MAX_REQUEST_HEADER_BYTES, 32 * 1024)?,
+                    underscore_allowed: settings::raw(UNDERSCORE_HEADERS_ALLOW)
+                        .map(|v| {
+                            v.split(',')
+                                .map(|h| h.trim().to_ascii_lowercase())
+                                .filter(|h| !h.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+            },
+            keepalive_timeout_seconds: settings::parse(KEEPALIVE_TIMEOUT_SECONDS, 60)?,
+            allow_non_ascii_paths: settings::flag(ALLOW_NON_ASCII_PATHS, false)?,
+            public_max_body_bytes: settings::parse(PUBLIC_MAX_BODY_BYTES, 1024 * 1024)?,
+            body_read_timeout: settings::millis(BODY_READ_TIMEOUT_MS, 10_000)?,
+            key_lookup_rate_per_client: settings::parse(KEY_LOOKUP_RATE_PER_CLIENT, 50)?,
         })
     }
+}
+
+fn max_headers() -> Result<usize, SettingsError> {
+    let n: usize = settings::parse(MAX_REQUEST_HEADERS, 100)?;
+    if n == 0 || n >= crate::conn_guard::MAX_PARSED_HEADERS {
+        return Err(SettingsError::new(
+            MAX_REQUEST_HEADERS,
+            n.to_string(),
+            format!("must be 1..{}", crate::conn_guard::MAX_PARSED_HEADERS - 1),
+        ));
+    }
+    Ok(n)
 }
 
 fn url(authority: &str) -> UpstreamUrl {
