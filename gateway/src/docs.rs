@@ -44,7 +44,7 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' '
 
 pub struct Asset {
     pub content_type: &'static str,
-    pub body: &'static [u8],
+    pub body: bytes::Bytes,
     /// Served with the page's Content-Security-Policy.
     pub html: bool,
 }
@@ -74,7 +74,7 @@ pub fn asset(path: &str) -> Option<Asset> {
     };
     Some(Asset {
         content_type,
-        body,
+        body: bytes::Bytes::from_static(body),
         html,
     })
 }

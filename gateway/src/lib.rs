@@ -14,6 +14,7 @@
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
 //! - [`api_key`]: the moka cache in front of keys-service, with change-feed invalidation.
 //! - [`docs`]: `/openapi.json`, `/openapi.yaml` and the `/docs` explorer, built in.
+//! - [`dashboard`]: the developer-settings page at `/dashboard`, built in.
 //! - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
 //! - [`auth`]: authentication, from headers to exactly one [`auth::Caller`].
 //! - [`policy`]: what each route requires (session only, permissions, scopes).
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod background;
 pub mod conn_guard;
 pub mod credential;
+pub mod dashboard;
 pub mod docs;
 pub mod error;
 pub mod identity;
@@ -72,6 +74,7 @@ pub struct GatewayState {
     pub memberships: Memberships,
     pub usage: UsageRecorder,
     pub upstreams: Upstreams,
+    pub dashboard: dashboard::Dashboard,
 }
 
 impl GatewayState {
@@ -142,6 +145,11 @@ impl GatewayState {
             c.jwks_timeout,
             c.membership_cache_ttl,
         );
+        let dashboard = dashboard::Dashboard::new(
+            settings.dev_bypass,
+            c.publishable_key.as_deref(),
+            c.frontend_api_url.as_deref(),
+        );
         Self {
             settings,
             metrics,
@@ -150,6 +158,7 @@ impl GatewayState {
             memberships,
             usage: UsageRecorder::default(),
             upstreams,
+            dashboard,
         }
     }
 }

@@ -184,7 +184,19 @@ impl Gateway {
     async fn serve_docs(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         let path = ctx.target.as_ref().map_or("", |t| t.path.as_str());
         let method = session.req_header().method.clone();
-        let asset = crate::docs::asset(path);
+        let dashboard = &self.state.dashboard;
+        let in_dashboard = crate::routes::under(path, "/dashboard");
+        let asset = if path == "/dashboard/config.json" {
+            Some(crate::docs::Asset {
+                content_type: "application/json",
+                body: dashboard.config_json.clone(),
+                html: false,
+            })
+        } else if in_dashboard {
+            dashboard.asset(path)
+        } else {
+            crate::docs::asset(path)
+        };
         let error = match (&asset, method.as_str()) {
             (None, _) => Some(GatewayError::NotFound),
             (Some(_), "GET" | "HEAD") => None,
@@ -200,18 +212,30 @@ impl Gateway {
         let mut resp = ResponseHeader::build(200, Some(6))?;
         resp.insert_header("content-type", asset.content_type)?;
         resp.insert_header("content-length", asset.body.len().to_string())?;
-        resp.insert_header("cache-control", "public, max-age=300")?;
+        // The page changes with the binary: revalidate it; the document and explorer may
+        // be cached briefly.
+        let cache = if in_dashboard {
+            "no-cache"
+        } else {
+            "public, max-age=300"
+        };
+        resp.insert_header("cache-control", cache)?;
         resp.insert_header("x-content-type-options", "nosniff")?;
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if asset.html {
-            resp.insert_header("content-security-policy", crate::docs::CSP)?;
+            let csp = if in_dashboard {
+                dashboard.csp.as_str()
+            } else {
+                crate::docs::CSP
+            };
+            resp.insert_header("content-security-policy", csp)?;
+            resp.insert_header("referrer-policy", "no-referrer")?;
+            resp.insert_header("x-frame-options", "DENY")?;
         }
         let head = method == http::Method::HEAD;
         session.write_response_header(Box::new(resp), head).await?;
         if !head {
-            session
-                .write_response_body(Some(Bytes::from_static(asset.body)), true)
-                .await?;
+            session.write_response_body(Some(asset.body), true).await?;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@
 pub enum Route {
     /// `GET /health` → health-service. Public.
     Health,
-    /// `/openapi.json`, `/openapi.yaml`, `/docs`: served by the gateway itself. Public.
+    /// `/openapi.json`, `/openapi.yaml`, `/docs`, `/dashboard`: served by the gateway
+    /// itself (static, data-free). Public.
     Docs,
     /// `/webhooks/*` → default upstream. Public, identity headers stripped.
     Webhooks,
@@ -72,6 +73,7 @@ pub fn classify(path: &str) -> Route {
     } else if path.eq_ignore_ascii_case("/openapi.json")
         || path.eq_ignore_ascii_case("/openapi.yaml")
         || under(path, "/docs")
+        || under(path, "/dashboard")
     {
         Route::Docs
     } else if starts_with_ci(path, "/webhooks/") {
@@ -100,6 +102,8 @@ mod tests {
         assert_eq!(classify("/docs"), Route::Docs);
         assert_eq!(classify("/docs/app.js"), Route::Docs);
         assert_eq!(classify("/docsx"), Route::Unknown);
+        assert_eq!(classify("/dashboard"), Route::Docs);
+        assert_eq!(classify("/dashboard/app.js"), Route::Docs);
         assert_eq!(classify("/webhooks/stripe"), Route::Webhooks);
         assert_eq!(classify("/webhooks"), Route::Unknown);
         assert_eq!(classify("/v1/api-keys"), Route::ApiKeys);

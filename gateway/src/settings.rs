@@ -34,6 +34,8 @@ pub const CLERK_JWKS_URL: &str = "CLERK_JWKS_URL";
 pub const CLERK_JWT_KEY: &str = "CLERK_JWT_KEY";
 pub const CLERK_SECRET_KEY: &str = "CLERK_SECRET_KEY";
 pub const CLERK_API_URL: &str = "CLERK_API_URL";
+pub const CLERK_PUBLISHABLE_KEY: &str = "CLERK_PUBLISHABLE_KEY";
+pub const CLERK_FRONTEND_API_URL: &str = "CLERK_FRONTEND_API_URL";
 pub const CLERK_ISSUER: &str = "CLERK_ISSUER";
 pub const CLERK_AUTHORIZED_PARTIES: &str = "CLERK_AUTHORIZED_PARTIES";
 pub const CLERK_ALGORITHMS: &str = "CLERK_ALGORITHMS";
@@ -143,6 +145,11 @@ pub struct ClerkSettings {
     pub jwt_key: Option<String>,
     pub secret_key: Option<String>,
     pub api_url: String,
+    /// The dashboard's sign-in (ClerkJS): `pk_live_…` / `pk_test_…`.
+    pub publishable_key: Option<String>,
+    /// The Frontend API origin ClerkJS loads from; derived from the publishable key when
+    /// unset.
+    pub frontend_api_url: Option<String>,
     pub issuer: Option<String>,
     pub authorized_parties: Vec<String>,
     pub algorithms: Vec<Algorithm>,
@@ -197,6 +204,8 @@ impl ClerkSettings {
             jwt_key,
             secret_key: settings::raw(CLERK_SECRET_KEY),
             api_url: settings::string(CLERK_API_URL, "https://api.clerk.com"),
+            publishable_key: publishable_key()?,
+            frontend_api_url: frontend_api_url()?,
             issuer: settings::raw(CLERK_ISSUER),
             authorized_parties: settings::raw(CLERK_AUTHORIZED_PARTIES)
                 .map(|v| {
@@ -220,6 +229,45 @@ impl ClerkSettings {
             session_cache_capacity: settings::parse(SESSION_CACHE_CAPACITY, 100_000)?,
         })
     }
+}
+
+fn publishable_key() -> Result<Option<String>, SettingsError> {
+    let Some(pk) = settings::raw(CLERK_PUBLISHABLE_KEY) else {
+        return Ok(None);
+    };
+    if crate::dashboard::frontend_api_origin(&pk).is_none()
+        && settings::raw(CLERK_FRONTEND_API_URL).is_none()
+    {
+        return Err(SettingsError::new(
+            CLERK_PUBLISHABLE_KEY,
+            "<key>",
+            "not a Clerk publishable key (pk_live_… / pk_test_…)",
+        ));
+    }
+    Ok(Some(pk))
+}
+
+fn frontend_api_url() -> Result<Option<String>, SettingsError> {
+    let Some(url) = settings::raw(CLERK_FRONTEND_API_URL) else {
+        return Ok(None);
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or("");
+    let host = rest.trim_end_matches('/');
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+    {
+        return Err(SettingsError::new(
+            CLERK_FRONTEND_API_URL,
+            url.clone(),
+            "must be an origin: https://host[:port]",
+        ));
+    }
+    Ok(Some(url.trim_end_matches('/').to_owned()))
 }
 
 fn policy_from_env() -> Result<crate::policy::Policy, SettingsError> {

@@ -1,0 +1,1 @@
+// placeholder: the developer-settings page (issue 15)
