@@ -12,6 +12,8 @@
 //! - [`telemetry`]: `tracing` set-up shared by every binary.
 //! - [`db`]: one place that decides how SQLite and Postgres are both supported.
 //! - [`signing`]: the signed identity and the internal-endpoint token.
+//! - [`idempotency`]: `Idempotency-Key` on writes: claim, replay, complete in the write's
+//!   transaction.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future every axum service waits on.
 //! - [`time_fmt`]: RFC 3339 timestamps as the API writes them.
 //!
@@ -22,6 +24,7 @@ pub mod admin;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod identity;
 pub mod metrics;
 pub mod page;

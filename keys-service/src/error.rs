@@ -29,7 +29,13 @@ impl From<ErrorResponse> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if rl_contract::db::is_unavailable(&e) {
+        if rl_contract::idempotency::is_claim_lost(&e) {
+            // Another attempt took over this Idempotency-Key: nothing was written here.
+            Self::Envelope(ErrorResponse::new(
+                ErrorCode::Conflict,
+                "A request with this Idempotency-Key is still in progress. Retry shortly.",
+            ))
+        } else if rl_contract::db::is_unavailable(&e) {
             Self::Unavailable(e)
         } else {
             Self::Database(e)

@@ -179,6 +179,7 @@ impl Application {
             state.secrets.internal_token(),
         );
         let relay_task = tokio::spawn(relay.run(relay_stopped));
+        tokio::spawn(purge_idempotency_keys(state.clone()));
         if let Some(redis) = state.redis.clone() {
             // Changes Redis missed are retried until it answers again.
             tokio::spawn(async move {
@@ -199,6 +200,23 @@ impl Application {
         let _ = relay_task.await;
         tracing::info!("keys-service stopped");
         served
+    }
+}
+
+/// Drop idempotency records past their retention, every few minutes (and once at start).
+async fn purge_idempotency_keys(state: AppState) {
+    let every = (state.settings.idempotency.retention / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(300),
+    );
+    loop {
+        let now = rl_contract::time_fmt::now_ms();
+        match rl_contract::idempotency::purge_expired(state.store.database(), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "idempotency records past retention removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

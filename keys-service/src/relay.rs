@@ -88,7 +88,7 @@ impl Relay {
                     .relay_events
                     .with_label_values(&["failed"])
                     .inc_by(seqs.len() as u64);
-                let _ = self.store.outbox_mark_attempt(&seqs).await;
+                self.mark_attempt(&seqs).await;
                 Err(RelayError::Delivery(format!(
                     "audit-service answered {}",
                     r.status()
@@ -99,9 +99,21 @@ impl Relay {
                     .relay_events
                     .with_label_values(&["failed"])
                     .inc_by(seqs.len() as u64);
-                let _ = self.store.outbox_mark_attempt(&seqs).await;
+                self.mark_attempt(&seqs).await;
                 Err(RelayError::Delivery(e.to_string()))
             }
+        }
+    }
+
+    /// Count a failed delivery on its rows. Not being able to count is logged and counted,
+    /// never hidden: the rows stay in the outbox and are retried either way.
+    async fn mark_attempt(&self, seqs: &[i64]) {
+        if let Err(e) = self.store.outbox_mark_attempt(seqs).await {
+            self.metrics
+                .relay_events
+                .with_label_values(&["attempt_not_recorded"])
+                .inc_by(seqs.len() as u64);
+            tracing::warn!(error = %e, rows = seqs.len(), "could not record the outbox delivery attempt");
         }
     }
 

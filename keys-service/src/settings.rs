@@ -39,6 +39,8 @@ pub struct Settings {
     pub redis_timeout: Duration,
     /// Identity-signing secrets (services refuse unsigned identity unless turned off).
     pub secrets: rl_contract::signing::Secrets,
+    /// `Idempotency-Key` retention and claim lease.
+    pub idempotency: rl_contract::idempotency::IdempotencySettings,
 }
 
 impl Settings {
@@ -61,6 +63,7 @@ impl Settings {
             redis_negative_ttl: settings::millis(REDIS_NEGATIVE_TTL_MS, 10_000)?,
             redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 250)?,
             secrets: rl_contract::signing::Secrets::from_env(true)?,
+            idempotency: rl_contract::idempotency::IdempotencySettings::from_env()?,
         })
     }
 
@@ -81,6 +84,10 @@ impl Settings {
             redis_negative_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_millis(250),
             secrets: rl_contract::signing::Secrets::new(None, None, true),
+            idempotency: rl_contract::idempotency::IdempotencySettings {
+                retention: Duration::from_secs(24 * 60 * 60),
+                lease: Duration::from_secs(30),
+            },
         }
     }
 }

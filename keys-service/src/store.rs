@@ -12,12 +12,55 @@ use crate::api_key::{KeyHash, NewKey};
 
 pub const MIGRATIONS_TABLE: &str = "_keys_service_migrations";
 
-pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
-    version: 1,
-    description: "api keys and audit outbox",
-    sqlite: include_str!("../migrations/0001_api_keys.sqlite.sql"),
-    postgres: include_str!("../migrations/0001_api_keys.postgres.sql"),
-}];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource {
+        version: 1,
+        description: "api keys and audit outbox",
+        sqlite: include_str!("../migrations/0001_api_keys.sqlite.sql"),
+        postgres: include_str!("../migrations/0001_api_keys.postgres.sql"),
+    },
+    MigrationSource {
+        version: 2,
+        description: "idempotency keys",
+        sqlite: rl_contract::idempotency::MIGRATION,
+        postgres: rl_contract::idempotency::MIGRATION,
+    },
+];
+
+/// A write made under an `Idempotency-Key`: its response is stored by the write's own
+/// transaction (`rl_contract::idempotency`).
+pub struct Finish<'a> {
+    pub claim: &'a rl_contract::idempotency::Claim,
+    pub status: u16,
+    /// The response body a replay returns, from the record as committed.
+    pub render: &'a (dyn Fn(&KeyRecord) -> String + Send + Sync),
+}
+
+impl Finish<'_> {
+    async fn complete(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        record: &KeyRecord,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        self.claim
+            .complete(tx, self.status, &(self.render)(record), now)
+            .await
+    }
+}
+
+/// Complete `finish` (if any) in `tx`, then commit.
+async fn commit(
+    mut tx: Transaction<'static, Any>,
+    finish: Option<&Finish<'_>>,
+    record: &KeyRecord,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if let Some(f) = finish {
+        f.complete(&mut tx, record, now).await?;
+    }
+    tx.commit().await
+}
 
 const KEY_COLUMNS: &str = "id, organization_id, name, prefix, key_hash, scopes, created_at, \
                            expires_at, revoked_at, last_used_at";
@@ -118,6 +161,7 @@ impl Store {
         req: NewKeyRequest,
         key: &NewKey,
         now: i64,
+        finish: Option<&Finish<'_>>,
     ) -> Result<KeyRecord, sqlx::Error> {
         let record = KeyRecord {
             id: uuid::Uuid::now_v7().hyphenated().to_string(),
@@ -159,7 +203,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_outbox(&mut tx, &record, &event, now).await?;
-        tx.commit().await?;
+        commit(tx, finish, &record, now).await?;
         Ok(record)
     }
 
@@ -236,6 +280,7 @@ impl Store {
         name: Option<String>,
         scopes: Option<Vec<String>>,
         now: i64,
+        finish: Option<&Finish<'_>>,
     ) -> Result<Option<Updated>, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         let Some(before) = select_for_update(&mut tx, self.db.backend, organization_id, id).await?
@@ -256,7 +301,7 @@ impl Store {
             after.scopes = scopes;
         }
         if changes.is_empty() {
-            tx.commit().await?;
+            commit(tx, finish, &before, now).await?;
             return Ok(Some(Updated {
                 record: before,
                 changed: false,
@@ -284,7 +329,7 @@ impl Store {
             metadata: json!({ "changes": changes }),
         };
         insert_outbox(&mut tx, &after, &event, now).await?;
-        tx.commit().await?;
+        commit(tx, finish, &after, now).await?;
         Ok(Some(Updated {
             record: after,
             changed: true,
@@ -298,6 +343,7 @@ impl Store {
         id: &str,
         actor: &str,
         now: i64,
+        finish: Option<&Finish<'_>>,
     ) -> Result<Option<Updated>, sqlx::Error> {
         let mut tx = self.db.begin_write().await?;
         let Some(mut record) =
@@ -306,7 +352,7 @@ impl Store {
             return Ok(None);
         };
         if record.revoked_at.is_some() {
-            tx.commit().await?;
+            commit(tx, finish, &record, now).await?;
             return Ok(Some(Updated {
                 record,
                 changed: false,
@@ -329,7 +375,7 @@ impl Store {
             metadata: json!({ "name": record.name, "prefix": record.prefix }),
         };
         insert_outbox(&mut tx, &record, &event, now).await?;
-        tx.commit().await?;
+        commit(tx, finish, &record, now).await?;
         Ok(Some(Updated {
             record,
             changed: true,
@@ -437,15 +483,14 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut q: sqlx::QueryBuilder<Any> = sqlx::QueryBuilder::new(
-            "UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (",
-        );
-        let mut sep = q.separated(", ");
-        for s in seqs {
-            sep.push_bind(*s);
-        }
-        q.push(")");
-        q.build().execute(&self.db.pool).await?;
+        // `$n` placeholders (the `Sql` builder): sqlx's QueryBuilder writes `?` for the Any
+        // driver, which Postgres rejects.
+        Sql::new("UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (")
+            .bind_list(seqs.iter().copied())
+            .push(")")
+            .query()
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 

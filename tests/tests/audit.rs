@@ -540,6 +540,20 @@ async fn the_outbox_delivers_everything_after_an_audit_outage(backend: Backend) 
     let total: usize = expected.values().sum();
     // Stay down long enough for several failed deliveries and backoff.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Failed deliveries are counted on their rows (on Postgres too: the statement once used
+    // `?` placeholders and its error was discarded).
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&stack.keys_db).await.unwrap();
+    let row = sqlx::query("SELECT MIN(attempts) AS lo, MAX(attempts) AS hi FROM audit_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (lo, hi): (i64, i64) = (sqlx::Row::get(&row, "lo"), sqlx::Row::get(&row, "hi"));
+    assert!(
+        lo >= 1 && hi >= 2,
+        "delivery attempts not recorded: min {lo}, max {hi}"
+    );
+    pool.close().await;
     stack.audit.start();
     let client = stack.client.clone();
     let livez = format!("{}/livez", stack.audit_url);

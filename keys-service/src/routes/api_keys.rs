@@ -2,12 +2,13 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
+use rl_contract::idempotency::{self, Claim};
 use rl_contract::signing::VerifiedIdentity;
 use rl_contract::time_fmt::{format_ms, now_ms};
 use rl_contract::{AuthType, Identity};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::api_key::{self, NewKey};
 use crate::error::ApiError;
-use crate::store::{KeyRecord, NewKeyRequest};
+use crate::store::{Finish, KeyRecord, NewKeyRequest};
 use rl_contract::page::{self, Cursor};
 
 pub fn router() -> Router<AppState> {
@@ -63,6 +64,10 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// On a replayed create (`Idempotent-Replayed: true`): the plaintext was returned by the
+    /// first response only and is not returned again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_omitted: Option<bool>,
 }
 
 impl ApiKeyView {
@@ -78,7 +83,54 @@ impl ApiKeyView {
             revoked_at: r.revoked_at.map(format_ms),
             last_used_at: r.last_used_at.map(format_ms),
             key: None,
+            key_omitted: None,
         }
+    }
+
+    fn json(&self) -> String {
+        // A struct of strings and options: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The `Idempotency-Key` claim for this write, or the response that ends it here: a
+/// replay of the stored outcome, `409` while the first attempt runs, `422` for a different
+/// request under the same key, `400` for a malformed key.
+async fn claim(
+    state: &AppState,
+    caller: &Identity,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<Option<Claim>, Response> {
+    let key = idempotency::key_from_headers(headers).map_err(IntoResponse::into_response)?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let request = idempotency::Request {
+        organization_id: caller.organization_id.clone(),
+        caller: caller.actor(),
+        key,
+        method: method.to_owned(),
+        path: path.to_owned(),
+        body_hash: idempotency::body_hash(body),
+    };
+    let begun = idempotency::begin(
+        state.store.database(),
+        request,
+        now_ms(),
+        &state.settings.idempotency,
+    )
+    .await
+    .map_err(|e| ApiError::from(e).into_response())?;
+    begun.response().map(Some)
+}
+
+/// Release the claim of a write that did not commit, so a retry executes.
+async fn settle<T>(state: &AppState, claim: Option<Claim>, result: &Result<T, ApiError>) {
+    if let (Some(c), Err(_)) = (claim, result) {
+        c.release(state.store.database()).await;
     }
 }
 
@@ -125,12 +177,53 @@ async fn list(
 async fn create(
     State(state): State<AppState>,
     Manager(caller): Manager,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let now = now_ms();
     let name = api_key::validate_name(body.get("name"))?;
     let scopes = api_key::validate_scopes(body.get("scopes"))?;
     let expires_at = api_key::validate_expires_at(body.get("expiresAt"), now)?;
+    let body = serde_json::Value::Object(body);
+    let claim = match claim(
+        &state,
+        &caller,
+        &headers,
+        "POST",
+        "/v1/api-keys",
+        Some(&body),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(done) => return Ok(done),
+    };
+    let result = create_key(
+        &state,
+        &caller,
+        name,
+        scopes,
+        expires_at,
+        now,
+        claim.as_ref(),
+    )
+    .await;
+    settle(&state, claim, &result).await;
+    let (record, plaintext) = result?;
+    let mut view = ApiKeyView::of(record, now);
+    view.key = Some(plaintext);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn create_key(
+    state: &AppState,
+    caller: &Identity,
+    name: String,
+    scopes: Vec<String>,
+    expires_at: Option<i64>,
+    now: i64,
+    claim: Option<&Claim>,
+) -> Result<(KeyRecord, String), ApiError> {
     let key = NewKey::generate().map_err(|e| {
         tracing::error!(error = %e, "the OS random number generator failed");
         ApiError::Envelope(rl_contract::error::ErrorResponse::new(
@@ -138,6 +231,17 @@ async fn create(
             "An internal error occurred.",
         ))
     })?;
+    // A replay returns the key as created, without its plaintext: shown once, only ever.
+    let render = |r: &KeyRecord| {
+        let mut view = ApiKeyView::of(r.clone(), now);
+        view.key_omitted = Some(true);
+        view.json()
+    };
+    let finish = claim.map(|claim| Finish {
+        claim,
+        status: 201,
+        render: &render,
+    });
     let record = state
         .store
         .create(
@@ -150,13 +254,12 @@ async fn create(
             },
             &key,
             now,
+            finish.as_ref(),
         )
         .await?;
     state.relay_wake();
     tracing::info!(key_id = %record.id, prefix = %record.prefix, "api key created");
-    let mut view = ApiKeyView::of(record, now);
-    view.key = Some(key.plaintext);
-    Ok((StatusCode::CREATED, Json(view)))
+    Ok((record, key.plaintext))
 }
 
 fn key_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
@@ -182,9 +285,10 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Manager(caller): Manager,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     JsonObject(body): JsonObject,
-) -> Result<Json<ApiKeyView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = key_id(path)?;
     let name = body
         .get("name")
@@ -199,8 +303,20 @@ async fn update(
             "Provide name and/or scopes to update.".to_owned(),
         ));
     }
+    let body = serde_json::Value::Object(body);
+    let route = format!("/v1/api-keys/{id}");
+    let claim = match claim(&state, &caller, &headers, "PATCH", &route, Some(&body)).await {
+        Ok(c) => c,
+        Err(done) => return Ok(done),
+    };
     let now = now_ms();
-    let updated = state
+    let render = |r: &KeyRecord| ApiKeyView::of(r.clone(), now).json();
+    let finish = claim.as_ref().map(|claim| Finish {
+        claim,
+        status: 200,
+        render: &render,
+    });
+    let result = state
         .store
         .update(
             &caller.organization_id,
@@ -209,28 +325,55 @@ async fn update(
             name,
             scopes,
             now,
+            finish.as_ref(),
         )
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        .await
+        .map_err(ApiError::from)
+        .and_then(|u| u.ok_or(ApiError::NotFound));
+    drop(finish);
+    settle(&state, claim, &result).await;
+    let updated = result?;
     if updated.changed {
         state.publish_change(&updated.record).await;
         state.relay_wake();
     }
-    Ok(Json(ApiKeyView::of(updated.record, now)))
+    Ok(Json(ApiKeyView::of(updated.record, now)).into_response())
 }
 
 async fn revoke(
     State(state): State<AppState>,
     Manager(caller): Manager,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-) -> Result<Json<ApiKeyView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = key_id(path)?;
+    let route = format!("/v1/api-keys/{id}");
+    let claim = match claim(&state, &caller, &headers, "DELETE", &route, None).await {
+        Ok(c) => c,
+        Err(done) => return Ok(done),
+    };
     let now = now_ms();
-    let revoked = state
+    let render = |r: &KeyRecord| ApiKeyView::of(r.clone(), now).json();
+    let finish = claim.as_ref().map(|claim| Finish {
+        claim,
+        status: 200,
+        render: &render,
+    });
+    let result = state
         .store
-        .revoke(&caller.organization_id, &id, &caller.actor(), now)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        .revoke(
+            &caller.organization_id,
+            &id,
+            &caller.actor(),
+            now,
+            finish.as_ref(),
+        )
+        .await
+        .map_err(ApiError::from)
+        .and_then(|u| u.ok_or(ApiError::NotFound));
+    drop(finish);
+    settle(&state, claim, &result).await;
+    let revoked = result?;
     // Publish even when it was already revoked: a repeated revoke repairs any gateway that
     // somehow missed the first notice.
     state.publish_change(&revoked.record).await;
@@ -238,5 +381,5 @@ async fn revoke(
         state.relay_wake();
         tracing::info!(key_id = %revoked.record.id, "api key revoked");
     }
-    Ok(Json(ApiKeyView::of(revoked.record, now)))
+    Ok(Json(ApiKeyView::of(revoked.record, now)).into_response())
 }
