@@ -79,6 +79,21 @@ fn is_path_byte(b: u8) -> bool {
         )
 }
 
+/// A segment some framework reads as a dot segment or as another segment: `.`, `..`, a
+/// dot segment followed by a suffix it strips (`..:verb`, `..;x`, `.~`), or a trailing dot or
+/// space (IIS trims both from every segment: `api-keys.` is `api-keys`).
+fn is_ambiguous_segment(seg: &str) -> bool {
+    let continues =
+        |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    let b = seg.as_bytes();
+    let dots = b.iter().take_while(|&&c| c == b'.').count();
+    (dots == b.len())
+        || ((dots == 1 || dots == 2) && !continues(b.get(dots)))
+        || seg.ends_with('.')
+        || seg.ends_with("%20")
+        || seg.ends_with("%09")
+}
+
 /// Decide the canonical form of a raw request target, or refuse it (strict: no
 /// percent-encoded non-ASCII).
 pub fn canonicalize(raw: &[u8]) -> Result<Target, TargetError> {
@@ -155,7 +170,7 @@ pub fn canonicalize_with(raw: &[u8], allow_non_ascii: bool) -> Result<Target, Ta
         if std::str::from_utf8(&decoded).is_err() {
             return Err(TargetError::BadEscape);
         }
-        if matches!(&path[start..], "." | "..") {
+        if is_ambiguous_segment(&path[start..]) {
             return Err(TargetError::BadSegment);
         }
     }
@@ -234,6 +249,20 @@ mod tests {
         assert_eq!(err(b"/public/../v1/x"), TargetError::BadSegment);
         assert_eq!(err(b"/v1/./api-keys"), TargetError::BadSegment);
         assert_eq!(err(b"/v1/.."), TargetError::BadSegment);
+        for ambiguous in [
+            &b"/docs/..:close"[..],
+            b"/webhooks/..~/v1",
+            b"/webhooks/.!/v1",
+            b"/v1./api-keys",
+            b"/v1/api-keys.",
+            b"/v1/api-keys%20",
+            b"/v1/api-keys%20/x",
+            b"/v1/...",
+        ] {
+            assert_eq!(err(ambiguous), TargetError::BadSegment);
+        }
+        assert_eq!(ok("/.well-known/x"), "/.well-known/x");
+        assert_eq!(ok("/v1/a.b/c.json"), "/v1/a.b/c.json");
         assert_eq!(err(b"/v1/."), TargetError::BadSegment);
         assert_eq!(err(b"//v1/api-keys"), TargetError::BadSegment);
         assert_eq!(err(b"/v1//api-keys"), TargetError::BadSegment);

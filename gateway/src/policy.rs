@@ -127,8 +127,17 @@ impl Policy {
         Ok(Self { rules: file.rules })
     }
 
+    /// The rules that apply to `method` on `path`, in file order.
+    pub fn matching<'a>(
+        &'a self,
+        method: &'a Method,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules.iter().filter(move |r| r.matches(method, path))
+    }
+
     pub fn check(&self, method: &Method, path: &str, caller: &Caller) -> Result<(), GatewayError> {
-        for rule in self.rules.iter().filter(|r| r.matches(method, path)) {
+        for rule in self.matching(method, path) {
             match caller {
                 Caller::ApiKey(key) => {
                     if rule.session_only {
