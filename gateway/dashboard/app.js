@@ -241,28 +241,46 @@ function signedOut(message) {
   }
 }
 
+/** The header's account area: a badge locally; Clerk's organization switcher and user button. */
 function renderAccount() {
   const account = $('account');
-  account.replaceChildren();
   if (state.mode === 'local') {
-    account.append(el('span', { class: 'pill', text: 'Local development' }));
+    if (!account.childElementCount) account.append(el('span', { class: 'pill', text: 'Local development' }));
     return;
   }
-  if (state.mode !== 'clerk' || !state.clerk?.user) return;
+  if (state.mode !== 'clerk' || !state.clerk) return;
   const clerk = state.clerk;
-  const memberships = clerk.user.organizationMemberships ?? [];
-  if (memberships.length > 1 && typeof clerk.mountOrganizationSwitcher === 'function') {
-    const holder = el('div', { id: 'org-switcher', class: 'org-switcher' });
-    account.append(holder);
-    clerk.mountOrganizationSwitcher(holder, { hidePersonal: true });
-  } else if (clerk.organization) {
-    account.append(el('span', { class: 'pill', text: clerk.organization.name || clerk.organization.id }));
+  const signedIn = Boolean(clerk.user && clerk.session);
+  const memberships = clerk.user?.organizationMemberships ?? [];
+  // Mounted once each (ClerkJS keeps them up to date), shown only when they apply.
+  let switcher = $('org-switcher');
+  if (!switcher) {
+    switcher = el('div', { id: 'org-switcher', class: 'org-switcher' });
+    account.append(switcher);
   }
-  if (typeof clerk.mountUserButton === 'function') {
-    const holder = el('div', { id: 'user-button' });
-    account.append(holder);
-    clerk.mountUserButton(holder);
+  const several = signedIn && memberships.length > 1 && typeof clerk.mountOrganizationSwitcher === 'function';
+  if (several && !switcher.dataset.mounted) {
+    clerk.mountOrganizationSwitcher(switcher, { hidePersonal: true });
+    switcher.dataset.mounted = '1';
   }
+  show(switcher, several);
+  let orgName = $('org-name');
+  if (!orgName) {
+    orgName = el('span', { id: 'org-name', class: 'pill' });
+    account.append(orgName);
+  }
+  orgName.textContent = clerk.organization ? clerk.organization.name || clerk.organization.id : '';
+  show(orgName, signedIn && !several && Boolean(clerk.organization));
+  let userButton = $('user-button');
+  if (!userButton) {
+    userButton = el('div', { id: 'user-button' });
+    account.append(userButton);
+  }
+  if (signedIn && !userButton.dataset.mounted && typeof clerk.mountUserButton === 'function') {
+    clerk.mountUserButton(userButton);
+    userButton.dataset.mounted = '1';
+  }
+  show(userButton, signedIn);
 }
 
 function identityKey() {

@@ -177,7 +177,7 @@ function mintSessionToken({ org, role = 'org:admin', permissions = [], user = 'u
  * API (window.Clerk), recording calls. It also wraps fetch to record the order of
  * getToken() and API calls.
  */
-function clerkStub({ token, orgId, signedIn }) {
+function clerkStub({ token, orgId, signedIn, several = false }) {
   const calls = [];
   window.__clerkCalls = calls;
   const realFetch = window.fetch.bind(window);
@@ -195,7 +195,7 @@ function clerkStub({ token, orgId, signedIn }) {
       this.loaded = true;
     },
     user: signedIn
-      ? { id: 'user_browser1', fullName: 'Browser Tester', organizationMemberships: [{ id: 'orgmem_1', role: 'org:admin', organization }] }
+      ? { id: 'user_browser1', fullName: 'Browser Tester', organizationMemberships: [{ id: 'orgmem_1', role: 'org:admin', organization }].concat(several ? [{ id: 'orgmem_2', role: 'org:member', organization: { id: 'org_other', name: 'Other Org' } }] : []) }
       : null,
     session: signedIn
       ? {
@@ -671,7 +671,7 @@ describe('developer settings page (/dashboard) in Chromium', { timeout: 480_000 
 
     const context = await browser.newContext({ viewport: DESKTOP });
     try {
-      await context.addInitScript(clerkStub, { token, orgId, signedIn: true });
+      await context.addInitScript(clerkStub, { token, orgId, signedIn: true, several: true });
       const page = await context.newPage();
       page.setDefaultTimeout(15_000);
       const auth = [];
@@ -692,6 +692,9 @@ describe('developer settings page (/dashboard) in Chromium', { timeout: 480_000 
       assert.ok(apiCalls.length >= 2, JSON.stringify(calls));
       for (const [c, i] of apiCalls) assert.equal(calls[i - 1], 'getToken', `${c} without a fresh token: ${JSON.stringify(calls)}`);
       assert.ok(!calls.some((c) => c.includes('clerk.test.invalid')), 'ClerkJS was fetched although window.Clerk existed');
+      // A user in several organizations gets Clerk's organization switcher.
+      assert.ok(calls.includes('mountOrganizationSwitcher'), JSON.stringify(calls));
+      assert.ok(await page.isVisible('#org-switcher'));
       await page.close();
 
       // A member without api_keys_manage: the API's 403 message, and no create button to press.
