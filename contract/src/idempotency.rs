@@ -187,11 +187,11 @@ pub enum Begin {
 }
 
 impl Begin {
-    /// The response for every outcome but `Execute`.
-    pub fn response(self) -> Result<Claim, Response> {
+    /// The claim to execute under, or the response for every other outcome.
+    pub fn response(self) -> Result<Claim, Box<Response>> {
         match self {
             Self::Execute(c) => Ok(c),
-            Self::Replay(s) => Err(s.into_response()),
+            Self::Replay(s) => Err(Box::new(s.into_response())),
             Self::InProgress => {
                 let mut r = ErrorResponse::new(
                     ErrorCode::Conflict,
@@ -200,16 +200,18 @@ impl Begin {
                 .into_response();
                 r.headers_mut()
                     .insert("retry-after", HeaderValue::from_static("1"));
-                Err(r)
+                Err(Box::new(r))
             }
-            Self::Mismatch(what) => Err(ErrorResponse::new(
-                ErrorCode::UnprocessableEntity,
-                format!(
-                    "This Idempotency-Key was already used for a different request ({what}). \
+            Self::Mismatch(what) => Err(Box::new(
+                ErrorResponse::new(
+                    ErrorCode::UnprocessableEntity,
+                    format!(
+                        "This Idempotency-Key was already used for a different request ({what}). \
                      Use a new key for a new request."
-                ),
-            )
-            .into_response()),
+                    ),
+                )
+                .into_response(),
+            )),
         }
     }
 }

@@ -49,7 +49,7 @@ pub enum TargetError {
     ForbiddenByte,
     #[error("Request path contains a malformed or forbidden percent-encoding.")]
     BadEscape,
-    #[error("Request path contains empty or dot segments.")]
+    #[error("Request path contains empty, dot or ambiguous segments.")]
     BadSegment,
     #[error("Request query contains a character that is not allowed.")]
     BadQuery,

@@ -141,6 +141,12 @@ pub struct NewKeyRequest {
     pub expires_at: Option<i64>,
 }
 
+/// What an update asks to change (`None`: leave as is).
+pub struct KeyChanges {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+}
+
 /// The result of an update: the record after it, and the key hash for invalidation.
 pub struct Updated {
     pub record: KeyRecord,
@@ -277,8 +283,7 @@ impl Store {
         organization_id: &str,
         id: &str,
         actor: &str,
-        name: Option<String>,
-        scopes: Option<Vec<String>>,
+        KeyChanges { name, scopes }: KeyChanges,
         now: i64,
         finish: Option<&Finish<'_>>,
     ) -> Result<Option<Updated>, sqlx::Error> {

@@ -488,5 +488,6 @@ async fn replicas_starting_together_migrate_once() {
 }
 
 fn keys_service_migration_count() -> i64 {
-    1
+    // 0001 api keys and audit outbox, 0002 idempotency keys.
+    2
 }

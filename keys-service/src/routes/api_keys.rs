@@ -103,8 +103,8 @@ async fn claim(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-) -> Result<Option<Claim>, Response> {
-    let key = idempotency::key_from_headers(headers).map_err(IntoResponse::into_response)?;
+) -> Result<Option<Claim>, Box<Response>> {
+    let key = idempotency::key_from_headers(headers).map_err(|e| Box::new(e.into_response()))?;
     let Some(key) = key else {
         return Ok(None);
     };
@@ -123,7 +123,7 @@ async fn claim(
         &state.settings.idempotency,
     )
     .await
-    .map_err(|e| ApiError::from(e).into_response())?;
+    .map_err(|e| Box::new(ApiError::from(e).into_response()))?;
     begun.response().map(Some)
 }
 
@@ -196,7 +196,7 @@ async fn create(
     .await
     {
         Ok(c) => c,
-        Err(done) => return Ok(done),
+        Err(done) => return Ok(*done),
     };
     let result = create_key(
         &state,
@@ -307,7 +307,7 @@ async fn update(
     let route = format!("/v1/api-keys/{id}");
     let claim = match claim(&state, &caller, &headers, "PATCH", &route, Some(&body)).await {
         Ok(c) => c,
-        Err(done) => return Ok(done),
+        Err(done) => return Ok(*done),
     };
     let now = now_ms();
     let render = |r: &KeyRecord| ApiKeyView::of(r.clone(), now).json();
@@ -322,15 +322,13 @@ async fn update(
             &caller.organization_id,
             &id,
             &caller.actor(),
-            name,
-            scopes,
+            crate::store::KeyChanges { name, scopes },
             now,
             finish.as_ref(),
         )
         .await
         .map_err(ApiError::from)
         .and_then(|u| u.ok_or(ApiError::NotFound));
-    drop(finish);
     settle(&state, claim, &result).await;
     let updated = result?;
     if updated.changed {
@@ -350,7 +348,7 @@ async fn revoke(
     let route = format!("/v1/api-keys/{id}");
     let claim = match claim(&state, &caller, &headers, "DELETE", &route, None).await {
         Ok(c) => c,
-        Err(done) => return Ok(done),
+        Err(done) => return Ok(*done),
     };
     let now = now_ms();
     let render = |r: &KeyRecord| ApiKeyView::of(r.clone(), now).json();
@@ -371,7 +369,6 @@ async fn revoke(
         .await
         .map_err(ApiError::from)
         .and_then(|u| u.ok_or(ApiError::NotFound));
-    drop(finish);
     settle(&state, claim, &result).await;
     let revoked = result?;
     // Publish even when it was already revoked: a repeated revoke repairs any gateway that
