@@ -135,8 +135,8 @@ fn dev_bypass(headers: &HeaderMap) -> Result<Caller, GatewayError> {
     })))
 }
 
-/// What a route requires of an authenticated caller. The key-management route is
-/// session-only whatever the policy file says; unknown routes are `404` after
+/// What a route requires of an authenticated caller. Key management and outbound-webhook
+/// administration are session-only whatever the policy file says; unknown routes are `404` after
 /// authentication.
 pub fn authorize(
     policy: &Policy,
@@ -146,7 +146,9 @@ pub fn authorize(
     caller: &Caller,
 ) -> Result<(), GatewayError> {
     match (route, caller) {
-        (Route::ApiKeys, Caller::ApiKey(_)) => return Err(GatewayError::SessionRequired),
+        (Route::ApiKeys | Route::OutboundWebhooks, Caller::ApiKey(_)) => {
+            return Err(GatewayError::SessionRequired);
+        }
         (Route::Unknown, _) => return Err(GatewayError::NotFound),
         _ => {}
     }

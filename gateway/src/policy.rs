@@ -104,7 +104,7 @@ impl Default for Policy {
         Self {
             rules: vec![
                 rule("/v1/api-keys", None, true, "api_keys_manage"),
-                rule("/v1/outbound-webhook-*", None, false, "webhooks_manage"),
+                rule("/v1/outbound-webhook-*", None, true, "webhooks_manage"),
                 rule(
                     "/v1/reconciliation-cases",
                     Some(&["POST", "PUT", "PATCH", "DELETE"]),

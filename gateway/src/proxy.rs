@@ -322,6 +322,7 @@ impl ProxyHttp for Gateway {
             Route::Health => &u.health,
             Route::ApiKeys => &u.keys,
             Route::AuditEvents => &u.audit,
+            Route::OutboundWebhooks => &u.webhooks,
             Route::Api | Route::Webhooks => &u.default,
             Route::Docs | Route::Unknown => {
                 return Err(Error::explain(HTTPStatus(404), "route has no upstream"));

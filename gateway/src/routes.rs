@@ -20,6 +20,9 @@ pub enum Route {
     ApiKeys,
     /// `/v1/audit-events*` → audit-service.
     AuditEvents,
+    /// `/v1/outbound-webhook-endpoints*`, `/v1/outbound-webhook-events*` → webhooks-service.
+    /// Account administration: a signed-in session (an API key gets the seed's `403`).
+    OutboundWebhooks,
     /// Every other `/v1/*` → default upstream.
     Api,
     /// Anything else: authenticated, then `404`.
@@ -39,6 +42,7 @@ impl Route {
             Self::Webhooks => "webhooks",
             Self::ApiKeys => "api_keys",
             Self::AuditEvents => "audit_events",
+            Self::OutboundWebhooks => "outbound_webhooks",
             Self::Api => "api",
             Self::Unknown => "unknown",
         }
@@ -82,6 +86,10 @@ pub fn classify(path: &str) -> Route {
         Route::ApiKeys
     } else if under(path, "/v1/audit-events") {
         Route::AuditEvents
+    } else if under(path, "/v1/outbound-webhook-endpoints")
+        || under(path, "/v1/outbound-webhook-events")
+    {
+        Route::OutboundWebhooks
     } else if under(path, "/v1") {
         Route::Api
     } else {
@@ -126,6 +134,14 @@ mod tests {
         }
         assert_eq!(classify("/v1/audit-events.json"), Route::AuditEvents);
         assert_eq!(classify("/v1/audit-events"), Route::AuditEvents);
+        assert_eq!(
+            classify("/v1/outbound-webhook-endpoints/x"),
+            Route::OutboundWebhooks
+        );
+        assert_eq!(
+            classify("/V1/Outbound-Webhook-Events.json"),
+            Route::OutboundWebhooks
+        );
         assert_eq!(classify("/v1/payment-intents"), Route::Api);
         assert_eq!(classify("/v1"), Route::Api);
         assert_eq!(classify("/v2/x"), Route::Unknown);

@@ -13,6 +13,7 @@ pub const THREADS: &str = "GATEWAY_THREADS";
 pub const KEYS_SERVICE_URL: &str = "KEYS_SERVICE_URL";
 pub const AUDIT_SERVICE_URL: &str = "AUDIT_SERVICE_URL";
 pub const HEALTH_SERVICE_URL: &str = "HEALTH_SERVICE_URL";
+pub const WEBHOOKS_SERVICE_URL: &str = "WEBHOOKS_SERVICE_URL";
 pub const DEFAULT_UPSTREAM_URL: &str = "DEFAULT_UPSTREAM_URL";
 pub const UPSTREAM_CONNECT_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS";
 pub const UPSTREAM_READ_TIMEOUT_MS: &str = "GATEWAY_UPSTREAM_READ_TIMEOUT_MS";
@@ -96,6 +97,7 @@ pub struct Settings {
     pub keys_service: UpstreamUrl,
     pub audit_service: UpstreamUrl,
     pub health_service: UpstreamUrl,
+    pub webhooks_service: UpstreamUrl,
     pub default_upstream: UpstreamUrl,
     pub upstream_connect_timeout: Duration,
     pub upstream_read_timeout: Duration,
@@ -301,6 +303,7 @@ impl Settings {
             keys_service: settings::parse(KEYS_SERVICE_URL, url("127.0.0.1:8081"))?,
             audit_service: settings::parse(AUDIT_SERVICE_URL, url("127.0.0.1:8082"))?,
             health_service: settings::parse(HEALTH_SERVICE_URL, url("127.0.0.1:8083"))?,
+            webhooks_service: settings::parse(WEBHOOKS_SERVICE_URL, url("127.0.0.1:8084"))?,
             default_upstream: settings::parse(DEFAULT_UPSTREAM_URL, url("127.0.0.1:8090"))?,
             upstream_connect_timeout: settings::millis(UPSTREAM_CONNECT_TIMEOUT_MS, 2_000)?,
             upstream_read_timeout: settings::millis(UPSTREAM_READ_TIMEOUT_MS, 30_000)?,

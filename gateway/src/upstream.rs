@@ -64,6 +64,7 @@ pub struct Upstreams {
     pub keys: Upstream,
     pub audit: Upstream,
     pub health: Upstream,
+    pub webhooks: Upstream,
     pub default: Upstream,
 }
 
@@ -73,11 +74,18 @@ impl Upstreams {
             keys: Upstream::new("keys_service", &s.keys_service.authority, s),
             audit: Upstream::new("audit_service", &s.audit_service.authority, s),
             health: Upstream::new("health_service", &s.health_service.authority, s),
+            webhooks: Upstream::new("webhooks_service", &s.webhooks_service.authority, s),
             default: Upstream::new("default", &s.default_upstream.authority, s),
         }
     }
 
-    pub fn all(&self) -> [&Upstream; 4] {
-        [&self.keys, &self.audit, &self.health, &self.default]
+    pub fn all(&self) -> [&Upstream; 5] {
+        [
+            &self.keys,
+            &self.audit,
+            &self.health,
+            &self.webhooks,
+            &self.default,
+        ]
     }
 }

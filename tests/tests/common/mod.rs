@@ -436,6 +436,9 @@ impl Stack {
             kv("KEYS_SERVICE_URL", keys_url.clone()),
             kv("AUDIT_SERVICE_URL", audit_url.clone()),
             kv("HEALTH_SERVICE_URL", health_url.clone()),
+            // Outbound-webhook routes reach the echo upstream unless a test starts
+            // webhooks-service itself.
+            kv("WEBHOOKS_SERVICE_URL", echo.url()),
             kv(
                 "DEFAULT_UPSTREAM_URL",
                 opts.upstream_url.clone().unwrap_or_else(|| echo.url()),
