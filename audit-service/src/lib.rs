@@ -156,8 +156,8 @@ impl Application {
 }
 
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
-pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
-    let db = Database::connect(&settings.database_url, &settings.pool).await?;
+pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
+    let db = Database::connect(&settings.url, &settings.pool).await?;
     db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
         .await?;
     tracing::info!(database = db.backend.as_str(), "migrations applied");

@@ -6,11 +6,11 @@ use rl_contract::settings::exit_on_error;
 #[tokio::main]
 async fn main() -> ExitCode {
     rl_contract::telemetry::init("audit-service");
-    let settings = exit_on_error(Settings::from_env());
+    // `migrate` needs the database settings only (the migration Job has no other secret).
     let result = if std::env::args().nth(1).as_deref() == Some("migrate") {
-        audit_service::migrate(&settings).await
+        audit_service::migrate(&exit_on_error(audit_service::settings::database_from_env())).await
     } else {
-        audit_service::run(settings).await
+        audit_service::run(exit_on_error(Settings::from_env())).await
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

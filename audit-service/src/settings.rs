@@ -25,15 +25,20 @@ pub struct Settings {
     pub secrets: rl_contract::signing::Secrets,
 }
 
+/// The database settings alone: all `audit-service migrate` needs.
+pub fn database_from_env() -> Result<rl_contract::db::DatabaseSettings, SettingsError> {
+    rl_contract::db::DatabaseSettings::from_env(AUDIT_DATABASE_URL, "audit.db")
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let database_url = rl_contract::db::url_from_env(AUDIT_DATABASE_URL, "audit.db");
+        let db = database_from_env()?;
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8082).into())?,
             admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9082).into())?,
             shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
-            database_url,
-            pool: PoolSettings::from_env()?,
+            database_url: db.url,
+            pool: db.pool,
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 4 * 1024 * 1024)?,
             secrets: rl_contract::signing::Secrets::from_env(true)?,
         })

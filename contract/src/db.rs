@@ -96,6 +96,51 @@ impl PoolSettings {
     }
 }
 
+/// What a service needs to reach its database — and all its `migrate` subcommand needs.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// May carry a password: never printed (see the `Debug` impl).
+    pub url: String,
+    pub pool: PoolSettings,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("backend", &Backend::from_url(&self.url))
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseSettings {
+    /// The service's own variable (`KEYS_DATABASE_URL`, …), else `DATABASE_URL`, else the
+    /// SQLite file `file` under `DATA_DIR`; a URL of another kind stops the binary at start,
+    /// naming the variable.
+    pub fn from_env(
+        service_var: &'static str,
+        file: &str,
+    ) -> Result<Self, crate::settings::SettingsError> {
+        let from = if crate::settings::raw(service_var).is_some() {
+            service_var
+        } else {
+            DATABASE_URL
+        };
+        let url = url_from_env(service_var, file);
+        if Backend::from_url(&url).is_none() {
+            return Err(crate::settings::SettingsError::new(
+                from,
+                "<url>",
+                "unsupported scheme (use sqlite:… or postgres://…)",
+            ));
+        }
+        Ok(Self {
+            url,
+            pool: PoolSettings::from_env()?,
+        })
+    }
+}
+
 /// A service's database: its own variable (`KEYS_DATABASE_URL`, …), else `DATABASE_URL`,
 /// else the SQLite file `file` under `DATA_DIR` (default `./data`).
 pub fn url_from_env(service_var: &'static str, file: &str) -> String {

@@ -16,14 +16,18 @@
 //!   transaction.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future every axum service waits on.
 //! - [`time_fmt`]: RFC 3339 timestamps as the API writes them.
+//! - [`backoff`]: capped exponential backoff with jitter, for every retry loop.
+//! - [`http_client`]: outgoing HTTP clients, timeouts mandatory.
 //!
 //! Services never depend on each other's code; they talk HTTP. This crate holds only the
 //! contract and shared infrastructure, never business logic.
 
 pub mod admin;
+pub mod backoff;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod http_client;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;

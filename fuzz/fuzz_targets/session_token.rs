@@ -25,7 +25,8 @@ fn harness() -> &'static Harness {
             Duration::from_secs(1),
             Duration::from_secs(30),
             metrics.clone(),
-        ));
+        )
+        .expect("http client"));
         let verifier = SessionVerifier::new(
             SessionSettings {
                 algorithms: vec![jsonwebtoken::Algorithm::RS256],

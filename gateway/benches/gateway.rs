@@ -96,15 +96,18 @@ fn session(c: &mut Criterion) {
     let rt = runtime();
     let pem = include_str!("../../tests/fixtures/clerk_a.pub.pem");
     let key = jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-    let jwks = Arc::new(Jwks::new(
-        KeySource::Pem(VerifyingKey {
-            key: Arc::new(key),
-            alg: None,
-        }),
-        Duration::from_secs(1),
-        Duration::from_secs(30),
-        Arc::new(Metrics::new()),
-    ));
+    let jwks = Arc::new(
+        Jwks::new(
+            KeySource::Pem(VerifyingKey {
+                key: Arc::new(key),
+                alg: None,
+            }),
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap(),
+    );
     let verifier = SessionVerifier::new(
         SessionSettings {
             algorithms: vec![jsonwebtoken::Algorithm::RS256],

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use rl_contract::backoff::Backoff;
 
 use crate::GatewayState;
 use crate::api_key::parse_hash;
@@ -57,7 +58,7 @@ async fn flush_usage(state: &GatewayState) {
 async fn follow_changes(state: Arc<GatewayState>) {
     let mut epoch: Option<String> = None;
     let mut after = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match state
             .keys
@@ -78,13 +79,12 @@ async fn follow_changes(state: Arc<GatewayState>) {
                 state.keys.set_feed_synced(true);
                 epoch = Some(changes.epoch);
                 after = changes.seq;
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             }
             Err(e) => {
                 tracing::debug!(error = %e, "key change feed unavailable; retrying");
                 state.keys.set_feed_synced(false);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
@@ -98,7 +98,7 @@ async fn follow_redis(state: Arc<GatewayState>) {
         return;
     };
     redis.redis.connect_until_up().await;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let subscribed = async {
             let mut pubsub = redis.redis.client().get_async_pubsub().await?;
@@ -111,7 +111,7 @@ async fn follow_redis(state: Arc<GatewayState>) {
                 // Whatever changed while we were away is unknown: start clean.
                 state.keys.invalidate_all();
                 state.keys.set_pubsub_synced(true);
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let (mut sink, mut stream) = pubsub.split();
                 let mut ping = tokio::time::interval_at(
                     tokio::time::Instant::now() + Duration::from_secs(5),
@@ -150,8 +150,7 @@ async fn follow_redis(state: Arc<GatewayState>) {
             }
             _ => {
                 state.keys.set_pubsub_synced(false);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

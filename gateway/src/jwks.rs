@@ -19,6 +19,14 @@ pub struct VerifyingKey {
     pub alg: Option<Algorithm>,
 }
 
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
 pub enum KeySource {
     /// Fetch from a JWKS URL; `bearer` is sent for Clerk's Backend API `/v1/jwks`.
     Jwks { url: String, bearer: Option<String> },
@@ -99,13 +107,9 @@ impl Jwks {
         timeout: Duration,
         min_refetch: Duration,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+    ) -> Result<Self, reqwest::Error> {
+        let client = rl_contract::http_client::build(timeout, timeout)?;
+        Ok(Self {
             source,
             client,
             keys: RwLock::new(Arc::new(HashMap::new())),
@@ -113,7 +117,7 @@ impl Jwks {
             fetch_lock: tokio::sync::Mutex::new(()),
             min_refetch,
             metrics,
-        }
+        })
     }
 
     pub fn is_configured(&self) -> bool {

@@ -61,7 +61,7 @@ use keys_client::KeysClient;
 use upstream::Upstreams;
 use usage::UsageRecorder;
 
-use jwks::{Jwks, KeySource, VerifyingKey};
+use jwks::{Jwks, KeySource};
 use membership::Memberships;
 use session::{SessionSettings, SessionVerifier};
 
@@ -78,7 +78,11 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    pub fn new(settings: Settings, redis: Option<redis_tier::RedisTier>) -> Self {
+    /// Everything a request needs, built once. Fails only if an HTTP client cannot be built.
+    pub fn new(
+        settings: Settings,
+        redis: Option<redis_tier::RedisTier>,
+    ) -> Result<Self, reqwest::Error> {
         let metrics = Arc::new(metrics::Metrics::new());
         let client = KeysClient::new(
             settings.keys_service.authority.clone(),
@@ -103,13 +107,7 @@ impl GatewayState {
         let upstreams = Upstreams::new(&settings);
         let c = &settings.clerk;
         let source = match (&c.jwt_key, &c.jwks_url) {
-            (Some(pem), _) => match jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()) {
-                Ok(key) => KeySource::Pem(VerifyingKey {
-                    key: Arc::new(key),
-                    alg: None,
-                }),
-                Err(_) => KeySource::None,
-            },
+            (Some(key), _) => KeySource::Pem(key.clone()),
             (None, Some(url)) => KeySource::Jwks {
                 url: url.clone(),
                 // The secret key authenticates to the Backend API's /v1/jwks only; the
@@ -126,7 +124,7 @@ impl GatewayState {
             c.jwks_timeout,
             c.jwks_min_refetch_interval,
             metrics.clone(),
-        ));
+        )?);
         let sessions = SessionVerifier::new(
             SessionSettings {
                 algorithms: c.algorithms.clone(),
@@ -144,13 +142,13 @@ impl GatewayState {
             c.secret_key.clone(),
             c.jwks_timeout,
             c.membership_cache_ttl,
-        );
+        )?;
         let dashboard = dashboard::Dashboard::new(
             settings.dev_bypass,
             c.publishable_key.as_deref(),
             c.frontend_api_url.as_deref(),
         );
-        Self {
+        Ok(Self {
             settings,
             metrics,
             keys,
@@ -159,7 +157,7 @@ impl GatewayState {
             usage: UsageRecorder::default(),
             upstreams,
             dashboard,
-        }
+        })
     }
 }
 
@@ -210,7 +208,13 @@ pub fn run(settings: Settings) {
             }
         },
     };
-    let state = Arc::new(GatewayState::new(settings, redis));
+    let state = match GatewayState::new(settings, redis) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("start-up error: cannot build an HTTP client: {e}");
+            std::process::exit(1);
+        }
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

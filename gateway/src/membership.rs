@@ -44,13 +44,14 @@ pub struct Memberships {
 }
 
 impl Memberships {
-    pub fn new(api_url: String, secret: Option<String>, timeout: Duration, ttl: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+    pub fn new(
+        api_url: String,
+        secret: Option<String>,
+        timeout: Duration,
+        ttl: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = rl_contract::http_client::build(timeout, timeout)?;
+        Ok(Self {
             api_url: api_url.trim_end_matches('/').to_owned(),
             secret,
             client,
@@ -58,7 +59,7 @@ impl Memberships {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
-        }
+        })
     }
 
     async fn fetch(&self, user_id: &str) -> Result<Arc<Vec<TokenOrg>>, MembershipError> {

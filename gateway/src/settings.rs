@@ -143,8 +143,8 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct ClerkSettings {
     pub jwks_url: Option<String>,
-    /// PEM public key for networkless verification (`CLERK_JWT_KEY`).
-    pub jwt_key: Option<String>,
+    /// PEM public key for networkless verification (`CLERK_JWT_KEY`), parsed once.
+    pub jwt_key: Option<crate::jwks::VerifyingKey>,
     pub secret_key: Option<String>,
     pub api_url: String,
     /// The dashboard's sign-in (ClerkJS): `pk_live_…` / `pk_test_…`.
@@ -191,16 +191,19 @@ fn algorithms(raw: Option<String>) -> Result<Vec<Algorithm>, SettingsError> {
 
 impl ClerkSettings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let jwt_key = settings::raw(CLERK_JWT_KEY).map(|k| k.replace("\\n", "\n"));
-        if let Some(pem) = &jwt_key
-            && jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes()).is_err()
-        {
-            return Err(SettingsError::new(
-                CLERK_JWT_KEY,
-                "<pem>",
-                "not an RSA public key in PEM",
-            ));
-        }
+        let jwt_key = settings::raw(CLERK_JWT_KEY)
+            .map(|k| {
+                let pem = k.replace("\\n", "\n");
+                jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())
+                    .map(|key| crate::jwks::VerifyingKey {
+                        key: std::sync::Arc::new(key),
+                        alg: None,
+                    })
+                    .map_err(|_| {
+                        SettingsError::new(CLERK_JWT_KEY, "<pem>", "not an RSA public key in PEM")
+                    })
+            })
+            .transpose()?;
         Ok(Self {
             jwks_url: settings::raw(CLERK_JWKS_URL),
             jwt_key,
@@ -231,6 +234,15 @@ impl ClerkSettings {
             session_cache_capacity: settings::parse(SESSION_CACHE_CAPACITY, 100_000)?,
         })
     }
+}
+
+/// `REDIS_URL`, checked now: a typo must stop the gateway at start, not disable the tier.
+fn redis_url() -> Result<Option<String>, SettingsError> {
+    let Some(url) = settings::raw(REDIS_URL) else {
+        return Ok(None);
+    };
+    redis::Client::open(url.as_str()).map_err(|e| SettingsError::new(REDIS_URL, "<url>", e))?;
+    Ok(Some(url))
 }
 
 fn publishable_key() -> Result<Option<String>, SettingsError> {
@@ -318,7 +330,7 @@ impl Settings {
             grace_period_seconds: settings::parse(GRACE_PERIOD_SECONDS, 5)?,
             shutdown_timeout_seconds: settings::parse(SHUTDOWN_TIMEOUT_SECONDS, 10)?,
             dev_bypass: bypass_requested && !production,
-            redis_url: settings::raw(REDIS_URL),
+            redis_url: redis_url()?,
             redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 100)?,
             clerk: ClerkSettings::from_env()?,
             secrets: rl_contract::signing::Secrets::from_env(false)?,

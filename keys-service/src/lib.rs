@@ -84,6 +84,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("http client: {0}")]
+    HttpClient(#[from] reqwest::Error),
 }
 
 pub struct Application {
@@ -177,7 +179,7 @@ impl Application {
             state.settings.relay_max_backoff,
             state.metrics.clone(),
             state.secrets.internal_token(),
-        );
+        )?;
         let relay_task = tokio::spawn(relay.run(relay_stopped));
         tokio::spawn(purge_idempotency_keys(state.clone()));
         if let Some(redis) = state.redis.clone() {
@@ -234,8 +236,8 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
 }
 
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
-pub async fn migrate(settings: &Settings) -> Result<(), StartError> {
-    let db = Database::connect(&settings.database_url, &settings.pool).await?;
+pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
+    let db = Database::connect(&settings.url, &settings.pool).await?;
     db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
         .await?;
     tracing::info!(database = db.backend.as_str(), "migrations applied");

@@ -6,11 +6,11 @@ use rl_contract::settings::exit_on_error;
 #[tokio::main]
 async fn main() -> ExitCode {
     rl_contract::telemetry::init("keys-service");
-    let settings = exit_on_error(Settings::from_env());
+    // `migrate` needs the database settings only (the migration Job has no other secret).
     let result = if std::env::args().nth(1).as_deref() == Some("migrate") {
-        keys_service::migrate(&settings).await
+        keys_service::migrate(&exit_on_error(keys_service::settings::database_from_env())).await
     } else {
-        keys_service::run(settings).await
+        keys_service::run(exit_on_error(Settings::from_env())).await
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

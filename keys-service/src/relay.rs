@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rl_contract::backoff::Backoff;
 use tokio::sync::{Notify, watch};
 
 use crate::store::Store;
@@ -41,13 +42,10 @@ impl Relay {
         max_backoff: Duration,
         metrics: crate::metrics::Metrics,
         internal_token: Option<String>,
-    ) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+    ) -> Result<Self, reqwest::Error> {
+        let client =
+            rl_contract::http_client::build(Duration::from_secs(10), Duration::from_secs(2))?;
+        Ok(Self {
             store,
             client,
             endpoint: format!("{audit_service_url}/internal/v1/audit-events/batch"),
@@ -55,7 +53,7 @@ impl Relay {
             max_backoff,
             metrics,
             internal_token,
-        }
+        })
     }
 
     /// Deliver one batch. Returns how many events were delivered.
@@ -119,7 +117,7 @@ impl Relay {
 
     /// Run until `shutdown` turns true, then make one last bounded attempt to drain.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), self.max_backoff);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -127,7 +125,7 @@ impl Relay {
             match self.deliver_batch().await {
                 Ok(n) if n as i64 == BATCH => continue,
                 Ok(_) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tokio::select! {
                         () = self.wake.notified() => {},
                         () = tokio::time::sleep(IDLE_POLL) => {},
@@ -135,12 +133,12 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "audit relay: delivery failed");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "audit relay: delivery failed");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {},
+                        () = tokio::time::sleep(delay) => {},
                         _ = shutdown.changed() => {},
                     }
-                    backoff = (backoff * 2).min(self.max_backoff);
                 }
             }
         }

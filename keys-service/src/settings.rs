@@ -43,22 +43,36 @@ pub struct Settings {
     pub idempotency: rl_contract::idempotency::IdempotencySettings,
 }
 
+/// `REDIS_URL`, checked at start: a typo stops the service instead of disabling the tier.
+fn redis_url() -> Result<Option<String>, SettingsError> {
+    let Some(url) = settings::raw(REDIS_URL) else {
+        return Ok(None);
+    };
+    redis::Client::open(url.as_str()).map_err(|e| SettingsError::new(REDIS_URL, "<url>", e))?;
+    Ok(Some(url))
+}
+
+/// The database settings alone: all `keys-service migrate` needs.
+pub fn database_from_env() -> Result<rl_contract::db::DatabaseSettings, SettingsError> {
+    rl_contract::db::DatabaseSettings::from_env(KEYS_DATABASE_URL, "keys.db")
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
-        let database_url = rl_contract::db::url_from_env(KEYS_DATABASE_URL, "keys.db");
+        let db = database_from_env()?;
         Ok(Self {
             listen_addr: settings::parse(LISTEN_ADDR, ([127, 0, 0, 1], 8081).into())?,
             admin_addr: settings::parse(ADMIN_ADDR, ([127, 0, 0, 1], 9081).into())?,
             shutdown_grace: settings::millis(SHUTDOWN_GRACE_PERIOD_MS, 10_000)?,
-            database_url,
-            pool: PoolSettings::from_env()?,
+            database_url: db.url,
+            pool: db.pool,
             max_body_bytes: settings::parse(MAX_BODY_BYTES, 16 * 1024)?,
             change_feed_max_wait: settings::millis(CHANGE_FEED_MAX_WAIT_MS, 25_000)?,
             audit_service_url: settings::string(AUDIT_SERVICE_URL, "http://127.0.0.1:8082")
                 .trim_end_matches('/')
                 .to_owned(),
             relay_max_backoff: settings::millis(RELAY_MAX_BACKOFF_MS, 30_000)?,
-            redis_url: settings::raw(REDIS_URL),
+            redis_url: redis_url()?,
             redis_key_ttl: settings::millis(REDIS_KEY_TTL_MS, 300_000)?,
             redis_negative_ttl: settings::millis(REDIS_NEGATIVE_TTL_MS, 10_000)?,
             redis_timeout: settings::millis(REDIS_TIMEOUT_MS, 250)?,

@@ -82,7 +82,7 @@ impl Cluster {
     ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let Some((redis, redis_url)) = redis_server(dir.path()) else {
-            eprintln!("SKIPPED: no redis-server on PATH");
+            common::skip("Redis tests: no redis-server on PATH");
             return None;
         };
         let client = reqwest::Client::builder()
@@ -354,7 +354,7 @@ impl Link {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_is_503_with_nothing_half_written_then_recovers() {
     let Some(admin) = postgres_admin_url() else {
-        eprintln!("SKIPPED: database fault test needs Postgres (RL_TEST_POSTGRES_URL)");
+        common::skip("database fault test needs Postgres (RL_TEST_POSTGRES_URL)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -446,7 +446,7 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_migrate_once() {
     if postgres_admin_url().is_none() {
-        eprintln!("SKIPPED: concurrent migration test needs Postgres (RL_TEST_POSTGRES_URL)");
+        common::skip("concurrent migration test needs Postgres (RL_TEST_POSTGRES_URL)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
