@@ -46,66 +46,73 @@ pub fn is_event_type(s: &str) -> bool {
         })
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, name: &str, index: usize) -> Result<&'a str, String> {
-    match obj.get(name) {
-        Some(Value::String(s)) if is_identifier(s) => Ok(s),
-        Some(Value::String(_)) => Err(format!(
+fn identifier(value: String, name: &str, index: usize) -> Result<String, String> {
+    if is_identifier(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
             "events[{index}].{name} must be 1-200 visible ASCII characters."
-        )),
-        _ => Err(format!(
-            "events[{index}].{name} is required and must be a string."
-        )),
+        ))
     }
 }
 
-/// Validate one ingested event.
-pub fn parse(value: &Value, index: usize) -> Result<AuditEvent, String> {
-    let Value::Object(obj) = value else {
-        return Err(format!("events[{index}] must be an object."));
-    };
-    let event_type = field(obj, "eventType", index)?;
-    if !is_event_type(event_type) {
+/// Validate one ingested event (already read as its wire type, `rl_contract::wire`).
+pub fn validate(e: rl_contract::wire::AuditEvent, index: usize) -> Result<AuditEvent, String> {
+    let event_type = identifier(e.event_type, "eventType", index)?;
+    if !is_event_type(&event_type) {
         return Err(format!(
             "events[{index}].eventType must be dotted lowercase, e.g. api_key.created."
         ));
     }
-    let occurred_at = match obj.get("occurredAt") {
-        Some(Value::String(s)) => parse_rfc3339_ms(s),
-        _ => None,
+    let occurred_at = parse_rfc3339_ms(&e.occurred_at)
+        .ok_or_else(|| format!("events[{index}].occurredAt must be an RFC 3339 timestamp."))?;
+    if e.message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_MESSAGE_CHARS)
+    {
+        return Err(format!(
+            "events[{index}].message must be a string of at most 1000 characters."
+        ));
     }
-    .ok_or_else(|| format!("events[{index}].occurredAt must be an RFC 3339 timestamp."))?;
-    let message = match obj.get("message") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_MESSAGE_CHARS => Some(s.clone()),
-        Some(_) => {
-            return Err(format!(
-                "events[{index}].message must be a string of at most 1000 characters."
-            ));
-        }
-    };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
-        Some(m @ Value::Object(_)) if m.to_string().len() <= MAX_METADATA_BYTES => m.clone(),
-        Some(Value::Object(_)) => {
+    let metadata = match e.metadata {
+        Value::Null => Value::Object(Map::new()),
+        m @ Value::Object(_) if m.to_string().len() <= MAX_METADATA_BYTES => m,
+        Value::Object(_) => {
             return Err(format!("events[{index}].metadata must be at most 8 KiB."));
         }
-        Some(_) => return Err(format!("events[{index}].metadata must be a JSON object.")),
+        _ => return Err(format!("events[{index}].metadata must be a JSON object.")),
     };
-    let organization_id = field(obj, "organizationId", index)?;
-    if !rl_contract::identity::is_valid_organization_id(organization_id) {
+    let organization_id = identifier(e.organization_id, "organizationId", index)?;
+    if !rl_contract::identity::is_valid_organization_id(&organization_id) {
         return Err(format!("events[{index}].organizationId is not valid."));
     }
     Ok(AuditEvent {
-        id: field(obj, "id", index)?.to_owned(),
-        organization_id: organization_id.to_owned(),
+        id: identifier(e.id, "id", index)?,
+        organization_id,
         occurred_at,
-        actor: field(obj, "actor", index)?.to_owned(),
-        event_type: event_type.to_owned(),
-        message,
-        resource_type: field(obj, "resourceType", index)?.to_owned(),
-        resource_id: field(obj, "resourceId", index)?.to_owned(),
+        actor: identifier(e.actor, "actor", index)?,
+        event_type,
+        message: e.message,
+        resource_type: identifier(e.resource_type, "resourceType", index)?,
+        resource_id: identifier(e.resource_id, "resourceId", index)?,
         metadata,
     })
+}
+
+/// Read a batch as its wire type; a field of the wrong type is named with its path
+/// (`events[3].actor: invalid type …`), then every event is validated.
+pub fn parse_batch(body: Value) -> Result<Vec<AuditEvent>, String> {
+    let batch: rl_contract::wire::AuditEventBatch = serde_path_to_error::deserialize(body)
+        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    if batch.events.len() > MAX_BATCH {
+        return Err(format!("at most {MAX_BATCH} events per batch."));
+    }
+    batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| validate(e, i))
+        .collect()
 }
 
 #[cfg(test)]
@@ -125,6 +132,12 @@ mod tests {
             "resourceId": "k1",
             "metadata": {"name": "ci"}
         })
+    }
+
+    fn parse(v: &Value, index: usize) -> Result<AuditEvent, String> {
+        let mut events = vec![good(); index];
+        events.push(v.clone());
+        parse_batch(json!({ "events": events })).map(|mut all| all.remove(index))
     }
 
     #[test]

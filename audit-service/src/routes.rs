@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::event::{self, AuditEvent, MAX_BATCH, is_identifier};
+use crate::event::{self, AuditEvent, is_identifier};
 use crate::store::Filter;
 
 pub const MAX_EVENT_TYPE_FILTERS: usize = 20;
@@ -136,21 +136,7 @@ async fn ingest(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let items = body
-        .get("events")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::InvalidRequest("events must be an array.".to_owned()))?;
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::InvalidRequest(format!(
-            "at most {MAX_BATCH} events per batch."
-        )));
-    }
-    let events = items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| event::parse(v, i))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::InvalidRequest)?;
+    let events = event::parse_batch(Value::Object(body)).map_err(ApiError::InvalidRequest)?;
     let result = state.store.ingest(&events, now_ms()).await?;
     state
         .metrics

@@ -16,6 +16,9 @@
 //!   transaction.
 //! - [`shutdown`]: the SIGTERM / Ctrl-C future every axum service waits on.
 //! - [`time_fmt`]: RFC 3339 timestamps as the API writes them.
+//! - [`webhooks`]: the internal message that queues an outbound webhook event.
+//! - [`wire`]: every message between the binaries (key lookup, key record, change feed,
+//!   usage report, Redis record, audit events), one serde type each.
 //! - [`backoff`]: capped exponential backoff with jitter, for every retry loop.
 //! - [`http_client`]: outgoing HTTP clients, timeouts mandatory.
 //!
@@ -38,6 +41,8 @@ pub mod shutdown;
 pub mod signing;
 pub mod telemetry;
 pub mod time_fmt;
+pub mod webhooks;
+pub mod wire;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use identity::{AuthType, Identity};

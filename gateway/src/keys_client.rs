@@ -8,30 +8,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+pub use rl_contract::wire::{KeyChanges, KeyRecord};
+use rl_contract::wire::{KeyLookupRequest, KeyUsage, UsageReport};
 
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-
-/// What keys-service says about a key hash.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyRecord {
-    pub id: String,
-    pub organization_id: String,
-    pub scopes: Vec<String>,
-    /// Unix milliseconds.
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Changes {
-    pub epoch: String,
-    pub seq: u64,
-    pub reset: bool,
-    pub key_hashes: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -121,8 +101,10 @@ impl KeysClient {
         hash_hex: &str,
         request_id: Option<&str>,
     ) -> Result<Option<KeyRecord>, KeysError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "keyHash": hash_hex }))
-            .map_err(|e| KeysError::Malformed(e.to_string()))?;
+        let body = serde_json::to_vec(&KeyLookupRequest {
+            key_hash: hash_hex.to_owned(),
+        })
+        .map_err(|e| KeysError::Malformed(e.to_string()))?;
         let (status, bytes) = self
             .call(
                 Method::POST,
@@ -142,12 +124,16 @@ impl KeysClient {
     }
 
     pub async fn report_usage(&self, usage: &[(String, i64)]) -> Result<(), KeysError> {
-        let items: Vec<_> = usage
-            .iter()
-            .map(|(id, at)| serde_json::json!({ "keyId": id, "lastUsedAt": at }))
-            .collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "usage": items }))
-            .map_err(|e| KeysError::Malformed(e.to_string()))?;
+        let report = UsageReport {
+            usage: usage
+                .iter()
+                .map(|(id, at)| KeyUsage {
+                    key_id: id.clone(),
+                    last_used_at: *at,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&report).map_err(|e| KeysError::Malformed(e.to_string()))?;
         let (status, _) = self
             .call(
                 Method::POST,
@@ -170,7 +156,7 @@ impl KeysClient {
         epoch: Option<&str>,
         after: u64,
         wait: Duration,
-    ) -> Result<Changes, KeysError> {
+    ) -> Result<KeyChanges, KeysError> {
         let mut q = format!(
             "/internal/v1/key-changes?after={after}&waitMs={}",
             wait.as_millis()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use crate::keys_client::KeyRecord;
+use rl_contract::wire::{KeyRecord, RedisKeyRecord};
 
 pub const KEY_PREFIX: &str = "rl:key:";
 pub const CHANNEL: &str = "rl:key-changes";
@@ -40,12 +40,12 @@ impl RedisTier {
                 Ok(Ok(v)) => v,
                 _ => return Err(()),
             };
-        Ok(value.and_then(|v| {
-            if v.contains("\"missing\":true") {
-                Some(Cached::Missing)
-            } else {
-                serde_json::from_str(&v).ok().map(Cached::Found)
-            }
-        }))
+        // An unreadable record (another version, mid-deploy) is a miss, never a verdict.
+        Ok(value
+            .and_then(|v| RedisKeyRecord::decode(&v))
+            .map(|r| match r.record() {
+                Some(record) => Cached::Found(record),
+                None => Cached::Missing,
+            }))
     }
 }

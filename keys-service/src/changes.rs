@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 
 const LOG_CAPACITY: usize = 10_000;
@@ -29,14 +28,8 @@ struct Log {
     entries: VecDeque<(u64, String)>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Changes {
-    pub epoch: String,
-    pub seq: u64,
-    pub reset: bool,
-    pub key_hashes: Vec<String>,
-}
+/// What a poll of the feed answers (the wire type gateways read).
+pub use rl_contract::wire::KeyChanges as Changes;
 
 impl Default for ChangeFeed {
     fn default() -> Self {

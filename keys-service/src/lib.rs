@@ -64,12 +64,7 @@ impl AppState {
         self.changes.publish(&record.key_hash);
         self.metrics.key_changes.inc();
         if let Some(redis) = &self.redis {
-            redis
-                .changed(
-                    &record.key_hash,
-                    &routes::internal::LookupResponse::from(record),
-                )
-                .await;
+            redis.changed(&record.key_hash, &record.wire()).await;
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-use crate::routes::internal::LookupResponse;
+use rl_contract::wire::{KeyRecord, RedisKeyRecord};
 
 pub const KEY_PREFIX: &str = "rl:key:";
 pub const CHANNEL: &str = "rl:key-changes";
@@ -75,11 +75,13 @@ impl RedisTier {
     }
 
     /// After a database lookup: remember the answer unless something newer is there.
-    pub async fn fill(&self, hash: &str, record: Option<&LookupResponse>) {
-        let (value, ttl) = match record {
-            Some(r) => (serde_json::to_string(r).unwrap_or_default(), self.ttl),
-            None => (r#"{"missing":true}"#.to_owned(), self.negative_ttl),
+    pub async fn fill(&self, hash: &str, record: Option<&KeyRecord>) {
+        let ttl = if record.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
         };
+        let value = RedisKeyRecord::new(record.cloned()).encode();
         let Some(mut conn) = self.conn() else {
             return;
         };
@@ -92,7 +94,7 @@ impl RedisTier {
     }
 
     /// A key changed: overwrite its record and tell every gateway.
-    pub async fn changed(&self, hash: &str, record: &LookupResponse) {
+    pub async fn changed(&self, hash: &str, record: &KeyRecord) {
         let Some(mut conn) = self.conn() else {
             self.pending
                 .lock()
@@ -100,7 +102,7 @@ impl RedisTier {
                 .insert(hash.to_owned());
             return;
         };
-        let value = serde_json::to_string(record).unwrap_or_default();
+        let value = RedisKeyRecord::new(Some(record.clone())).encode();
         let ttl = self.ttl.as_millis() as u64;
         let stored: Option<()> = self
             .bounded(conn.pset_ex(Self::key(hash), value, ttl))

@@ -97,6 +97,17 @@ impl KeyRecord {
         })
     }
 
+    /// What gateways cache for this key (`rl_contract::wire::KeyRecord`).
+    pub fn wire(&self) -> rl_contract::wire::KeyRecord {
+        rl_contract::wire::KeyRecord {
+            id: self.id.clone(),
+            organization_id: self.organization_id.clone(),
+            scopes: self.scopes.clone(),
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        }
+    }
+
     /// Derived when read: revoked wins, then expiry, else active.
     pub fn status(&self, now_ms: i64) -> &'static str {
         if self.revoked_at.is_some() {
@@ -116,16 +127,6 @@ pub struct AuditEvent {
     pub actor: String,
     pub message: String,
     pub metadata: Value,
-}
-
-/// What the gateway needs to authenticate a request with a key.
-#[derive(Debug, Clone)]
-pub struct LookupRecord {
-    pub id: String,
-    pub organization_id: String,
-    pub scopes: Vec<String>,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -387,7 +388,11 @@ impl Store {
         }))
     }
 
-    pub async fn lookup(&self, hash: &KeyHash) -> Result<Option<LookupRecord>, sqlx::Error> {
+    /// The record gateways cache for a key hash (`rl_contract::wire::KeyRecord`).
+    pub async fn lookup(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<rl_contract::wire::KeyRecord>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT id, organization_id, scopes, expires_at, revoked_at FROM api_keys \
              WHERE key_hash = $1",
@@ -397,7 +402,7 @@ impl Store {
         .await?;
         row.map(|row| {
             let scopes: String = row.try_get("scopes")?;
-            Ok(LookupRecord {
+            Ok(rl_contract::wire::KeyRecord {
                 id: row.try_get("id")?,
                 organization_id: row.try_get("organization_id")?,
                 scopes: serde_json::from_str(&scopes).map_err(|e| sqlx::Error::Decode(e.into()))?,
@@ -432,7 +437,7 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub seq: i64,
-    pub event: Value,
+    pub event: rl_contract::wire::AuditEvent,
 }
 
 impl Store {
@@ -452,18 +457,18 @@ impl Store {
                 let message: Option<String> = row.try_get("message")?;
                 Ok(OutboxItem {
                     seq: row.try_get("seq")?,
-                    event: json!({
-                        "id": row.try_get::<String, _>("event_id")?,
-                        "organizationId": row.try_get::<String, _>("organization_id")?,
-                        "occurredAt": rl_contract::time_fmt::format_ms(occurred_at),
-                        "actor": row.try_get::<String, _>("actor")?,
-                        "eventType": row.try_get::<String, _>("event_type")?,
-                        "message": message,
-                        "resourceType": row.try_get::<String, _>("resource_type")?,
-                        "resourceId": row.try_get::<String, _>("resource_id")?,
-                        "metadata": serde_json::from_str::<Value>(&metadata)
+                    event: rl_contract::wire::AuditEvent {
+                        id: row.try_get("event_id")?,
+                        organization_id: row.try_get("organization_id")?,
+                        occurred_at: rl_contract::time_fmt::format_ms(occurred_at),
+                        actor: row.try_get("actor")?,
+                        event_type: row.try_get("event_type")?,
+                        message,
+                        resource_type: row.try_get("resource_type")?,
+                        resource_id: row.try_get("resource_id")?,
+                        metadata: serde_json::from_str::<Value>(&metadata)
                             .map_err(|e| sqlx::Error::Decode(e.into()))?,
-                    }),
+                    },
                 })
             })
             .collect()

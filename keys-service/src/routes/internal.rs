@@ -9,15 +9,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
 use rl_contract::signing::Internal;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use rl_contract::wire::{KeyChanges, KeyLookupRequest, KeyRecord, UsageReport};
+use serde::Deserialize;
 
 use crate::AppState;
 use crate::api_key::KeyHash;
-use crate::changes::Changes;
 use crate::error::ApiError;
 
 pub const MAX_USAGE_BATCH: usize = 10_000;
+
+/// An internal message, read as its wire type (`rl_contract::wire`).
+fn typed<T: serde::de::DeserializeOwned>(
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(body))
+        .map_err(|e| ApiError::InvalidRequest(format!("Malformed message: {e}")))
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,51 +34,15 @@ pub fn router() -> Router<AppState> {
         .route("/internal/v1/api-keys/verify", get(verify))
 }
 
-/// What a gateway caches for a key.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LookupResponse {
-    pub id: String,
-    pub organization_id: String,
-    pub scopes: Vec<String>,
-    /// Unix milliseconds.
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-impl From<&crate::store::KeyRecord> for LookupResponse {
-    fn from(r: &crate::store::KeyRecord) -> Self {
-        Self {
-            id: r.id.clone(),
-            organization_id: r.organization_id.clone(),
-            scopes: r.scopes.clone(),
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-        }
-    }
-}
-
 async fn lookup(
     _: Internal,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<Json<LookupResponse>, ApiError> {
-    let hash = body
-        .get("keyHash")
-        .and_then(Value::as_str)
-        .and_then(KeyHash::parse)
+) -> Result<Json<KeyRecord>, ApiError> {
+    let request: KeyLookupRequest = typed(body)?;
+    let hash = KeyHash::parse(&request.key_hash)
         .ok_or_else(|| ApiError::InvalidRequest("keyHash must be hex SHA-256.".to_owned()))?;
-    let found = state
-        .store
-        .lookup(&hash)
-        .await?
-        .map(|record| LookupResponse {
-            id: record.id,
-            organization_id: record.organization_id,
-            scopes: record.scopes,
-            expires_at: record.expires_at,
-            revoked_at: record.revoked_at,
-        });
+    let found = state.store.lookup(&hash).await?;
     if let Some(redis) = &state.redis {
         redis.fill(&hash.0, found.as_ref()).await;
     }
@@ -119,27 +90,18 @@ async fn usage(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
-    let invalid = || ApiError::InvalidRequest("usage must be [{keyId, lastUsedAt}].".to_owned());
-    let items = body
-        .get("usage")
-        .and_then(Value::as_array)
-        .ok_or_else(invalid)?;
-    if items.len() > MAX_USAGE_BATCH {
+    let report: UsageReport = typed(body)?;
+    if report.usage.len() > MAX_USAGE_BATCH {
         return Err(ApiError::InvalidRequest(
             "usage batch too large.".to_owned(),
         ));
     }
-    let mut batch = Vec::with_capacity(items.len());
-    for item in items {
-        let id = item
-            .get("keyId")
-            .and_then(Value::as_str)
-            .ok_or_else(invalid)?;
-        let at = item
-            .get("lastUsedAt")
-            .and_then(Value::as_i64)
-            .ok_or_else(invalid)?;
-        batch.push((crate::api_key::parse_key_id(id)?, at));
+    let mut batch = Vec::with_capacity(report.usage.len());
+    for item in report.usage {
+        batch.push((
+            crate::api_key::parse_key_id(&item.key_id)?,
+            item.last_used_at,
+        ));
     }
     state.store.record_usage(&batch).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -157,7 +119,7 @@ async fn changes(
     _: Internal,
     State(state): State<AppState>,
     Query(p): Query<ChangesParams>,
-) -> Json<Changes> {
+) -> Json<KeyChanges> {
     let wait =
         Duration::from_millis(p.wait_ms.unwrap_or(0)).min(state.settings.change_feed_max_wait);
     Json(
