@@ -45,6 +45,9 @@ struct Dependency {
 enum Probe {
     /// `GET` a readiness URL; any 2xx is ok.
     Http(String),
+    /// webhooks-service's `/readyz`: ready, and its workers making progress
+    /// (`checks.workers == "ok"`); a worker that silently stopped is reported.
+    Webhooks(String),
     /// `PING` (the gateways fall back to keys-service without Redis: degraded, not down).
     Redis(redis::Client),
 }
@@ -99,6 +102,13 @@ impl Monitor {
                 },
             ]
             .into_iter()
+            .chain(s.webhooks_service_url.as_deref().map(|u| Dependency {
+                // Without webhooks-service (or its workers) outbound webhooks wait in the
+                // queue; the API still serves.
+                name: "webhooks_service",
+                critical: false,
+                probe: Probe::Webhooks(format!("{u}/readyz")),
+            }))
             .chain(
                 s.redis_url
                     .as_deref()
@@ -124,6 +134,22 @@ impl Monitor {
                 match tokio::time::timeout(self.timeout, self.client.get(url).send()).await {
                     Ok(Ok(r)) if r.status().is_success() => None,
                     Ok(Ok(_)) => Some("not ready"),
+                    Ok(Err(e)) if e.is_timeout() => Some("timeout"),
+                    Ok(Err(_)) => Some("unreachable"),
+                    Err(_) => Some("timeout"),
+                }
+            }
+            Probe::Webhooks(url) => {
+                let probe = async {
+                    let r = self.client.get(url).send().await?;
+                    let ok = r.status().is_success();
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    Ok::<_, reqwest::Error>((ok, body))
+                };
+                match tokio::time::timeout(self.timeout, probe).await {
+                    Ok(Ok((true, body))) if body["checks"]["workers"] == "ok" => None,
+                    Ok(Ok((true, _))) => Some("workers stalled"),
+                    Ok(Ok((false, _))) => Some("not ready"),
                     Ok(Err(e)) if e.is_timeout() => Some("timeout"),
                     Ok(Err(_)) => Some("unreachable"),
                     Err(_) => Some("timeout"),

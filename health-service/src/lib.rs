@@ -1,6 +1,7 @@
 //! health-service answers `GET /health`: the live status of the API, checked at request
 //! time against what the API needs (keys-service and audit-service readiness, which include
-//! their databases; Redis when configured).
+//! their databases; webhooks-service and whether its delivery workers make progress, and
+//! Redis, when configured).
 //!
 //! Each check has a timeout, and one round of checks serves every `/health` call for a
 //! short interval (single-flight), so a flood of status-page polls is not a flood of

@@ -328,6 +328,12 @@ pub struct StackOptions {
     pub services_env: Vec<(String, String)>,
     /// Default upstream URL; `None` = the in-process echo server.
     pub upstream_url: Option<String>,
+    /// Start the real webhooks-service (else outbound-webhook routes reach the echo
+    /// upstream) and have health-service check it.
+    pub webhooks: bool,
+    /// Extra settings for webhooks-service (and replicas started with
+    /// [`Stack::start_webhooks_replica`]).
+    pub webhooks_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -340,7 +346,59 @@ impl StackOptions {
             keys_env: Vec::new(),
             services_env: Vec::new(),
             upstream_url: None,
+            webhooks: false,
+            webhooks_env: Vec::new(),
         }
+    }
+}
+
+/// A running webhooks-service replica.
+pub struct WebhooksReplica {
+    pub url: String,
+    pub admin: String,
+    pub proc: Proc,
+}
+
+/// The webhooks-service of a stack: its database, the settings every replica shares, and
+/// the first replica.
+pub struct Webhooks {
+    pub db: String,
+    pub env: Vec<(String, String)>,
+    pub main: WebhooksReplica,
+    /// The AES key its secrets are encrypted with (hex).
+    pub encryption_key: String,
+}
+
+/// A fresh `WEBHOOKS_ENCRYPTION_KEY` (32 random bytes as hex).
+pub fn new_encryption_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Start one webhooks-service replica with `env` (plus its own ports) and wait for `/livez`.
+pub async fn spawn_webhooks(
+    client: &reqwest::Client,
+    name: &str,
+    env: &[(String, String)],
+    log_dir: &Path,
+) -> WebhooksReplica {
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{port}");
+    let mut all = vec![
+        kv("WEBHOOKS_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        kv("WEBHOOKS_ADMIN_ADDR", admin.clone()),
+    ];
+    all.extend(env.iter().cloned());
+    let mut proc = Proc::spawn(name, &bin("webhooks-service"), &all, log_dir);
+    wait_http(client, &format!("{url}/livez"), &mut proc).await;
+    WebhooksReplica {
+        url,
+        admin: format!("http://{admin}"),
+        proc,
     }
 }
 
@@ -363,6 +421,8 @@ pub struct Stack {
     pub keys: Proc,
     pub audit: Proc,
     pub health: Proc,
+    /// When started with `StackOptions::webhooks`.
+    pub webhooks: Option<Webhooks>,
     pub echo: LocalServer,
     /// The identity-signing secret this stack shares.
     pub secret: String,
@@ -426,16 +486,42 @@ impl Stack {
         keys_env.extend(opts.services_env.iter().cloned());
         keys_env.extend(opts.keys_env.iter().cloned());
         let mut keys = Proc::spawn("keys-service", &bin("keys-service"), &keys_env, dir.path());
+        let webhooks = if opts.webhooks {
+            let db = database(opts.backend, dir.path(), "webhooks").await;
+            let encryption_key = new_encryption_key();
+            let mut env = vec![
+                kv("DATABASE_URL", db.clone()),
+                kv("AUDIT_SERVICE_URL", audit_url.clone()),
+                kv("WEBHOOKS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
+                kv("IDENTITY_SIGNING_SECRET", secret.clone()),
+                kv("WEBHOOKS_ENCRYPTION_KEY", encryption_key.clone()),
+                kv("WEBHOOKS_POLL_INTERVAL_MS", "100"),
+            ];
+            env.extend(opts.webhooks_env.iter().cloned());
+            let main = spawn_webhooks(&client, "webhooks-service", &env, dir.path()).await;
+            Some(Webhooks {
+                db,
+                env,
+                main,
+                encryption_key,
+            })
+        } else {
+            None
+        };
+        let mut health_env = vec![
+            kv("HEALTH_LISTEN_ADDR", format!("127.0.0.1:{health_port}")),
+            kv("HEALTH_ADMIN_ADDR", health_admin.clone()),
+            kv("KEYS_SERVICE_URL", keys_url.clone()),
+            kv("AUDIT_SERVICE_URL", audit_url.clone()),
+            kv("HEALTH_CACHE_TTL_MS", "200"),
+        ];
+        if let Some(w) = &webhooks {
+            health_env.push(kv("WEBHOOKS_SERVICE_URL", w.main.url.clone()));
+        }
         let mut health = Proc::spawn(
             "health-service",
             &bin("health-service"),
-            &[
-                kv("HEALTH_LISTEN_ADDR", format!("127.0.0.1:{health_port}")),
-                kv("HEALTH_ADMIN_ADDR", health_admin.clone()),
-                kv("KEYS_SERVICE_URL", keys_url.clone()),
-                kv("AUDIT_SERVICE_URL", audit_url.clone()),
-                kv("HEALTH_CACHE_TTL_MS", "200"),
-            ],
+            &health_env,
             dir.path(),
         );
         wait_http(&client, &format!("{audit_url}/livez"), &mut audit).await;
@@ -451,7 +537,12 @@ impl Stack {
             kv("HEALTH_SERVICE_URL", health_url.clone()),
             // Outbound-webhook routes reach the echo upstream unless a test starts
             // webhooks-service itself.
-            kv("WEBHOOKS_SERVICE_URL", echo.url()),
+            kv(
+                "WEBHOOKS_SERVICE_URL",
+                webhooks
+                    .as_ref()
+                    .map_or_else(|| echo.url(), |w| w.main.url.clone()),
+            ),
             kv(
                 "DEFAULT_UPSTREAM_URL",
                 opts.upstream_url.clone().unwrap_or_else(|| echo.url()),
@@ -487,9 +578,23 @@ impl Stack {
             keys,
             audit,
             health,
+            webhooks,
             echo,
             secret,
         }
+    }
+
+    /// Another webhooks-service replica on the same database (settings: the stack's, then
+    /// `extra`).
+    pub async fn start_webhooks_replica(
+        &self,
+        name: &str,
+        extra: &[(String, String)],
+    ) -> WebhooksReplica {
+        let w = self.webhooks.as_ref().expect("stack started with webhooks");
+        let mut env = w.env.clone();
+        env.extend(extra.iter().cloned());
+        spawn_webhooks(&self.client, name, &env, self.dir.path()).await
     }
 
     pub fn secrets(&self) -> rl_contract::signing::Secrets {
@@ -551,7 +656,11 @@ impl Stack {
     }
 
     pub fn all_logs(&self) -> String {
-        [&self.gateway, &self.keys, &self.audit, &self.health]
+        let mut procs = vec![&self.gateway, &self.keys, &self.audit, &self.health];
+        if let Some(w) = &self.webhooks {
+            procs.push(&w.main.proc);
+        }
+        procs
             .iter()
             .map(|p| p.logs())
             .collect::<Vec<_>>()

@@ -1,0 +1,245 @@
+//! webhooks-service owns outbound webhooks: the endpoints an organization registers (with a
+//! signing secret shown once and kept encrypted), the events product services and users
+//! queue, and the workers that deliver them — Standard Webhooks signatures, retries on a
+//! schedule, leases so a crashed worker loses nothing, SSRF-checked destinations. Every
+//! endpoint change is recorded in the audit outbox.
+//!
+//! # Layout
+//! - [`settings`]: typed configuration from the environment.
+//! - [`endpoint`]: field rules of endpoints and events.
+//! - [`secret`]: signing secrets, ed25519 keys, encryption at rest.
+//! - [`signature`]: the Standard Webhooks signature (`v1` HMAC, `v1a` ed25519).
+//! - [`ssrf`]: which destinations may be connected to, and the filtering resolver.
+//! - [`schedule`]: the retry schedule, jitter and `Retry-After`.
+//! - [`delivery`]: one HTTP attempt.
+//! - [`worker`]: claims, attempts and reschedules deliveries.
+//! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
+//! - [`relay`]: delivers the audit outbox to audit-service.
+//! - [`metrics`]: Prometheus metrics, served on the admin listener.
+//! - [`routes`]: the public API, the internal enqueue, probes.
+//! - [`error`]: the one error enum, mapped to the documented envelope.
+
+pub mod delivery;
+pub mod endpoint;
+pub mod error;
+pub mod metrics;
+pub mod relay;
+pub mod routes;
+pub mod schedule;
+pub mod secret;
+pub mod settings;
+pub mod signature;
+pub mod ssrf;
+pub mod store;
+pub mod worker;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rl_contract::db::Database;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use settings::Settings;
+
+use store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub metrics: metrics::Metrics,
+    pub store: Store,
+    pub relay: Arc<Notify>,
+    /// Wakes the worker when a delivery becomes due (an event queued, an endpoint enabled).
+    pub worker_wake: Arc<Notify>,
+    pub sender: delivery::Sender,
+    pub secrets: Arc<rl_contract::signing::Secrets>,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<rl_contract::signing::Secrets> {
+    fn from_ref(state: &AppState) -> Self {
+        state.secrets.clone()
+    }
+}
+
+impl AppState {
+    /// Tell the audit relay there is something new in the outbox.
+    pub fn relay_wake(&self) {
+        self.relay.notify_one();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] rl_contract::db::DbError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+    #[error("http client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Connect to the database, apply migrations and bind the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db = Database::connect(&settings.database_url, &settings.pool).await?;
+        db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
+            .await?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(|e| StartError::Listen(settings.listen_addr, e))?;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(StartError::Serve)?,
+            database = db.backend.as_str(),
+            workers = settings.worker_enabled,
+            allow_private_destinations = settings.allow_private_destinations,
+            require_https = settings.require_https,
+            "webhooks-service listening"
+        );
+        let sender = delivery::Sender::new(
+            ssrf::Policy {
+                allow_private: settings.allow_private_destinations,
+                require_https: settings.require_https,
+            },
+            settings.request_timeout,
+            settings.encryption_key.clone(),
+        );
+        let state = AppState {
+            secrets: Arc::new(settings.secrets.clone()),
+            metrics: metrics::Metrics::new(),
+            settings: Arc::new(settings),
+            store: Store::new(db),
+            relay: Arc::new(Notify::new()),
+            worker_wake: Arc::new(Notify::new()),
+            sender,
+        };
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests and attempts (within
+    /// the grace period), flush the audit outbox, and return.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let state = self.state.clone();
+        let stop = rl_contract::shutdown::flag(shutdown);
+        let admin_addr = state.settings.admin_addr;
+        let admin = rl_contract::admin::router(
+            state.metrics.registry.clone(),
+            rl_contract::db::readiness(state.store.database().clone(), stop.clone()),
+            Some(on_scrape(state.clone())),
+        );
+        let admin_stop = {
+            let stop = stop.clone();
+            async move {
+                rl_contract::shutdown::stopped(stop).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        let bound = rl_contract::admin::spawn(admin_addr, admin, admin_stop)
+            .await
+            .map_err(|e| StartError::Listen(admin_addr, e))?;
+        tracing::info!(addr = %bound, "webhooks-service admin listening");
+
+        let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+        let relay = relay::Relay::new(
+            state.store.clone(),
+            &state.settings.audit_service_url,
+            state.relay.clone(),
+            state.settings.relay_max_backoff,
+            state.metrics.clone(),
+            state.secrets.internal_token(),
+        )?;
+        let relay_task = tokio::spawn(relay.run(relay_stopped));
+        let worker_task = state
+            .settings
+            .worker_enabled
+            .then(|| tokio::spawn(worker::run(state.clone(), stop.clone())));
+        tokio::spawn(purge_idempotency_keys(state.clone()));
+        let grace = state.settings.shutdown_grace;
+        let app = routes::router(state);
+        let served = rl_contract::shutdown::serve(self.listener, app, stop, grace)
+            .await
+            .map_err(StartError::Serve);
+        if let Some(w) = worker_task {
+            let _ = w.await;
+        }
+        stop_relay.send_replace(true);
+        let _ = relay_task.await;
+        tracing::info!("webhooks-service stopped");
+        served
+    }
+}
+
+/// Drop idempotency records past their retention, every few minutes (and once at start).
+async fn purge_idempotency_keys(state: AppState) {
+    let every = (state.settings.idempotency.retention / 10).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(300),
+    );
+    loop {
+        let now = rl_contract::time_fmt::now_ms();
+        if let Err(e) = rl_contract::idempotency::purge_expired(state.store.database(), now).await {
+            tracing::warn!(error = %e, "could not purge idempotency records");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            state.metrics.pool.set(state.store.database());
+            if let Ok(n) = state.store.outbox_backlog().await {
+                state.metrics.outbox_backlog.set(n);
+            }
+            let now = rl_contract::time_fmt::now_ms();
+            if let Ok((depth, oldest)) = state.store.queue_stats(now).await {
+                state.metrics.queue_depth.set(depth);
+                state
+                    .metrics
+                    .oldest_pending_age
+                    .set(oldest.unwrap_or(0) as f64 / 1000.0);
+            }
+            if let Ok(n) = state.store.disabled_endpoints().await {
+                state.metrics.disabled_endpoints.set(n);
+            }
+            true
+        })
+    })
+}
+
+/// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
+pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
+    let db = Database::connect(&settings.url, &settings.pool).await?;
+    db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
+        .await?;
+    tracing::info!(database = db.backend.as_str(), "migrations applied");
+    Ok(())
+}
+
+/// Build and serve until SIGTERM / Ctrl-C.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    Application::build(settings)
+        .await?
+        .run_until_stopped(rl_contract::shutdown::signal())
+        .await
+}
