@@ -130,17 +130,23 @@ impl Secrets {
         self.current.iter().chain(self.previous.iter())
     }
 
-    /// The signature header value for one request, or `None` without a secret.
+    /// The signature header value for one request. Values must be what a header can carry
+    /// as text (`verify` reads them with `HeaderValue::to_str`): anything else is refused
+    /// here, so nothing is ever signed that could not be verified as sent.
     pub fn sign(
         &self,
         timestamp: i64,
         method: &str,
         target: &str,
         identity: &[(&str, &str)],
-    ) -> Option<String> {
-        let mut m = self.current.clone()?;
+    ) -> Result<String, SignError> {
+        let text_ok = |v: &str| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        if !text_ok(method) || !text_ok(target) || !identity.iter().all(|(_, v)| text_ok(v)) {
+            return Err(SignError::Unsignable);
+        }
+        let mut m = self.current.clone().ok_or(SignError::NoSecret)?;
         m.update(&canonical(timestamp, method, target, identity));
-        Some(format!("v1={}", hex::encode(m.finalize().into_bytes())))
+        Ok(format!("v1={}", hex::encode(m.finalize().into_bytes())))
     }
 
     /// The token internal endpoints accept.
@@ -227,6 +233,15 @@ fn canonical(timestamp: i64, method: &str, target: &str, identity: &[(&str, &str
         out.push('\n');
     }
     out.into_bytes()
+}
+
+/// Why an identity was not signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("no identity-signing secret is configured")]
+    NoSecret,
+    #[error("an identity value is not header text")]
+    Unsignable,
 }
 
 /// An identity the gateway injected *and signed* for this very request.
@@ -373,5 +388,44 @@ mod tests {
         assert_eq!(off.verify(&HeaderMap::new(), &Method::GET, "/", 0), Ok(()));
         assert!(off.verify_internal(&HeaderMap::new()));
         assert!(!off.can_sign());
+    }
+
+    #[test]
+    fn nothing_is_signed_that_could_not_be_verified_as_sent() {
+        // Found by fuzzing: a value with bytes a header cannot carry as text was signed,
+        // and `verify` (which reads header text) could never accept it.
+        let secrets = Secrets::new(Some(&"k".repeat(32)), None, false);
+        assert_eq!(
+            secrets.sign(
+                1,
+                "GET",
+                "/v1/x",
+                &[(crate::identity::ORGANIZATION_ID, "org\u{fffd}")]
+            ),
+            Err(SignError::Unsignable)
+        );
+        assert_eq!(
+            secrets.sign(
+                1,
+                "GET",
+                "/v1/\n",
+                &[(crate::identity::ORGANIZATION_ID, "org")]
+            ),
+            Err(SignError::Unsignable)
+        );
+        assert!(
+            secrets
+                .sign(
+                    1,
+                    "GET",
+                    "/v1/x",
+                    &[(crate::identity::ORGANIZATION_ID, "org")]
+                )
+                .is_ok()
+        );
+        assert_eq!(
+            Secrets::new(None, None, false).sign(1, "GET", "/", &[]),
+            Err(SignError::NoSecret)
+        );
     }
 }

@@ -84,14 +84,18 @@ impl Gateway {
                 values.push((*name, v));
             }
         }
-        let Some(signature) =
-            self.state
+        let signature =
+            match self
+                .state
                 .settings
                 .secrets
                 .sign(ts, req.method.as_str(), target, &values)
-        else {
-            return Ok(());
-        };
+            {
+                Ok(s) => s,
+                // Unsigned: the services refuse it (logged at start).
+                Err(rl_contract::signing::SignError::NoSecret) => return Ok(()),
+                Err(e) => return Error::e_explain(InternalError, e.to_string()),
+            };
         req.insert_header(rl_contract::signing::TIMESTAMP_HEADER, ts.to_string())?;
         req.insert_header(rl_contract::signing::SIGNATURE_HEADER, signature)?;
         Ok(())
