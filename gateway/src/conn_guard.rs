@@ -61,12 +61,17 @@ pub struct GuardSettings {
 pub struct ConnPhase {
     in_request: AtomicBool,
     finished: AtomicU64,
+    /// The guard checked the head pingora is about to hand to `request_filter`.
+    head_checked: AtomicBool,
 }
 
 impl ConnPhase {
-    /// pingora accepted a head: what follows is this request's body.
-    pub fn request_started(&self) {
+    /// pingora accepted a head: what follows is this request's body. Returns whether the
+    /// guard already checked that head with `request_rules::check_head` (so the proxy need
+    /// not check it twice).
+    pub fn request_started(&self) -> bool {
         self.in_request.store(true, Ordering::Relaxed);
+        self.head_checked.swap(false, Ordering::Relaxed)
     }
 
     /// The request is answered: the next bytes start a new head.
@@ -189,6 +194,7 @@ impl GuardedStream {
             Err(_) => Err(Refusal::malformed()),
         };
         outcome?;
+        self.phase.head_checked.store(true, Ordering::Relaxed);
         self.head = Vec::new();
         self.state = State::Passed;
         self.deadline = None;

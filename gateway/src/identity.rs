@@ -85,6 +85,14 @@ pub fn is_edge_owned(name: &str) -> bool {
             name.into()
         };
     let n = folded.as_ref();
+    // Every name on the lists starts with one of these letters: `accept`, `host`,
+    // `user-agent`, `content-type` … leave after one comparison.
+    if !matches!(
+        n.as_bytes().first(),
+        Some(b'x' | b'f' | b'c' | b't' | b'r' | b'p' | b's')
+    ) {
+        return false;
+    }
     is_owned_header(n)
         || OVERRIDE_HEADERS.contains(&n)
         || FORWARDING_HEADERS.contains(&n)
@@ -96,14 +104,17 @@ pub fn is_edge_owned(name: &str) -> bool {
 /// identity headers. (`Connection` naming any of them is refused in `request_rules`;
 /// pingora strips hop-by-hop headers and the ones `Connection` names.)
 pub fn strip(req: &mut RequestHeader) {
-    let owned: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| is_edge_owned(name.as_str()))
-        .cloned()
-        .collect();
-    for name in owned {
-        req.remove_header(&name);
+    // Most requests carry none: look before collecting anything.
+    if req.headers.keys().any(|name| is_edge_owned(name.as_str())) {
+        let owned: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| is_edge_owned(name.as_str()))
+            .cloned()
+            .collect();
+        for name in owned {
+            req.remove_header(&name);
+        }
     }
     req.remove_header(&http::header::AUTHORIZATION);
 }

@@ -115,19 +115,22 @@ pub fn canonicalize_with(raw: &[u8], allow_non_ascii: bool) -> Result<Target, Ta
     };
 
     let mut path = String::with_capacity(raw_path.len());
-    let segments: Vec<&[u8]> = raw_path[1..].split(|&b| b == b'/').collect();
-    let last = segments.len() - 1;
-    for (i, seg) in segments.iter().enumerate() {
+    // Decoded bytes of segments that have escapes (their UTF-8 is checked); one buffer for
+    // the whole target, so a clean path allocates nothing but its copy.
+    let mut decoded: Vec<u8> = Vec::new();
+    let mut segments = raw_path[1..].split(|&b| b == b'/').peekable();
+    while let Some(seg) = segments.next() {
         path.push('/');
         if seg.is_empty() {
             // "/" alone, or one trailing slash, is fine; "//" anywhere else is not.
-            if i == last {
+            if segments.peek().is_none() {
                 continue;
             }
             return Err(TargetError::BadSegment);
         }
         let start = path.len();
-        let mut decoded: Vec<u8> = Vec::with_capacity(seg.len());
+        let escaped = seg.contains(&b'%');
+        decoded.clear();
         let mut j = 0;
         while j < seg.len() {
             let b = seg[j];
@@ -161,13 +164,16 @@ pub fn canonicalize_with(raw: &[u8], allow_non_ascii: bool) -> Result<Target, Ta
                 j += 3;
             } else if is_path_byte(b) {
                 path.push(char::from(b));
-                decoded.push(b);
+                if escaped {
+                    decoded.push(b);
+                }
                 j += 1;
             } else {
                 return Err(TargetError::ForbiddenByte);
             }
         }
-        if std::str::from_utf8(&decoded).is_err() {
+        // Raw bytes are ASCII (checked above); only decoded escapes can be bad UTF-8.
+        if escaped && std::str::from_utf8(&decoded).is_err() {
             return Err(TargetError::BadEscape);
         }
         if is_ambiguous_segment(&path[start..]) {

@@ -47,6 +47,15 @@ pub struct RequestCtx {
     pub body_limit: Option<u64>,
     pub body_deadline: Option<Instant>,
     pub body_seen: u64,
+    /// The connection guard already applied the head rules to this request's head.
+    pub head_checked: bool,
+}
+
+/// A status code as a label without allocating (`0`: no response was written).
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..600).map(|s: u16| s.to_string()).collect());
+    labels.get(usize::from(status)).map_or("0", String::as_str)
 }
 
 /// Write an error envelope as the whole response.
@@ -108,17 +117,19 @@ impl Gateway {
         let req = session.req_header();
         let headers = &req.headers;
         let settings = &self.state.settings;
-        // The guard checked the raw head already; this covers heads it never saw as bytes
-        // (pipelined) with the same rules, on what pingora parsed.
-        request_rules::check_head(
-            req.method.as_str().as_bytes(),
-            req.version == http::Version::HTTP_11,
-            headers
-                .iter()
-                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
-            &settings.guard.head,
-        )
-        .map_err(GatewayError::Refused)?;
+        // The guard checks each raw head as it arrives; a head it never saw as bytes
+        // (pipelined behind another) gets the same rules here, on what pingora parsed.
+        if !ctx.head_checked {
+            request_rules::check_head(
+                req.method.as_str().as_bytes(),
+                req.version == http::Version::HTTP_11,
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+                &settings.guard.head,
+            )
+            .map_err(GatewayError::Refused)?;
+        }
         let target = path::canonicalize_with(req.raw_path(), settings.allow_non_ascii_paths)
             .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         ctx.route = routes::classify(&target.path);
@@ -263,6 +274,7 @@ impl ProxyHttp for Gateway {
             body_limit: None,
             body_deadline: None,
             body_seen: 0,
+            head_checked: false,
         }
     }
 
@@ -274,9 +286,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // The head is in: what follows on this connection is this request's body.
         ctx.phase = conn_guard::phase_of(session.stream());
-        if let Some(phase) = &ctx.phase {
-            phase.request_started();
-        }
+        ctx.head_checked = ctx.phase.as_ref().is_some_and(|p| p.request_started());
         // pingora keeps idle client connections forever by default (pingora#447).
         session.set_keepalive(Some(self.state.settings.keepalive_timeout_seconds));
         // Each body read is bounded (pingora's default is 60 s).
@@ -441,7 +451,7 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.started.elapsed();
         let m = &self.state.metrics;
         m.requests
-            .with_label_values(&[ctx.route.label(), method, &status.to_string()])
+            .with_label_values(&[ctx.route.label(), method, status_label(status)])
             .inc();
         m.request_duration
             .with_label_values(&[ctx.route.label()])
