@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use gateway::api_key::VerifiedKey;
-use gateway::auth::{Caller, authorize};
+use gateway::auth::authorize;
+use gateway::caller::Caller;
 use gateway::policy::Policy;
 use gateway::routes::Route;
 use http::Method;

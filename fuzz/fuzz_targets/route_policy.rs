@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use gateway::api_key::VerifiedKey;
-use gateway::auth::{Caller, SessionUser, authorize};
+use gateway::auth::authorize;
+use gateway::caller::{Caller, SessionUser};
 use gateway::path::canonicalize;
 use gateway::policy::Policy;
 use gateway::routes::{Route, classify};

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::api_key::{ApiKeyVerifier, CacheSettings, VerifiedKey};
-use gateway::auth::{Caller, SessionUser};
+use gateway::caller::{Caller, SessionUser};
 use gateway::jwks::{Jwks, KeySource, VerifyingKey};
 use gateway::keys_client::KeysClient;
 use gateway::metrics::Metrics;

@@ -6,37 +6,12 @@ use http::HeaderMap;
 use rl_contract::identity::{ORGANIZATION_ID, is_valid_organization_id, single_header};
 
 use crate::GatewayState;
-use crate::api_key::{Outcome, VerifiedKey};
+use crate::api_key::Outcome;
+pub use crate::caller::{Caller, SessionUser};
 use crate::credential::{self, Credential, CredentialError};
 use crate::error::GatewayError;
 use crate::policy::Policy;
 use crate::routes::Route;
-
-/// A signed-in dashboard user (a Clerk session, or the local-development bypass).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionUser {
-    pub organization_id: String,
-    pub user_id: String,
-    pub session_id: Option<String>,
-    pub role: Option<String>,
-    pub permissions: Vec<String>,
-}
-
-/// Who the gateway decided the caller is.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    ApiKey(Arc<VerifiedKey>),
-    Session(Arc<SessionUser>),
-}
-
-impl Caller {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ApiKey(_) => "api_key",
-            Self::Session(_) => "session",
-        }
-    }
-}
 
 /// The user the local-development bypass acts as.
 pub const DEV_USER_ID: &str = "user_dev";
@@ -158,6 +133,7 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_key::VerifiedKey;
     use http::HeaderValue;
 
     #[test]

@@ -7,7 +7,7 @@ use pingora::http::RequestHeader;
 use rl_contract::AuthType;
 use rl_contract::identity::{self as id, is_owned_header};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// Headers some upstream frameworks honour to change the method or the path of a request
 /// after the gateway decided on it (`X-HTTP-Method-Override: DELETE` on an allowed `GET`,

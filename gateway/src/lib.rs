@@ -5,27 +5,34 @@
 //! audit-service, health-service or the default upstream.
 //!
 //! # Layout
-//! - [`settings`]: typed configuration from the environment.
+//! In the order a request meets them:
 //! - [`conn_guard`]: every client connection, before pingora parses it: request-head
 //!   deadline (slowloris), size, validity — refusals in the documented envelope.
+//! - [`proxy`]: the `ProxyHttp` phases, kept short: the decisions are the modules below.
+//! - [`request_id`]: the request id every line and response carries.
 //! - [`request_rules`]: methods, `Host`, header names (no `_`), sizes, framing.
 //! - [`path`]: the canonical request target (pingora normalizes nothing).
 //! - [`routes`]: route classes and where they go.
+//! - [`docs`], [`dashboard`]: `/openapi.*`, `/docs` and `/dashboard`, built in.
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
-//! - [`api_key`]: the moka cache in front of keys-service, with change-feed invalidation.
-//! - [`docs`]: `/openapi.json`, `/openapi.yaml` and the `/docs` explorer, built in.
-//! - [`dashboard`]: the developer-settings page at `/dashboard`, built in.
-//! - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
-//! - [`auth`]: authentication, from headers to exactly one [`auth::Caller`].
+//! - [`auth`]: authentication, from headers to exactly one [`caller::Caller`]:
+//!   - [`api_key`]: the in-process cache in front of [`redis_tier`] and [`keys_client`]
+//!     (keys-service), with change-feed invalidation and per-client lookup budgets;
+//!   - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
+//! - [`caller`]: the decision type (`Caller`, `SessionUser`) the modules around it share.
 //! - [`policy`]: what each route requires (session only, permissions, scopes).
-//! - [`identity`]: stripping and injecting identity headers.
-//! - [`proxy`]: the `ProxyHttp` glue.
+//! - [`identity`]: stripping the edge-owned headers and injecting (signed) identity.
+//! - [`upstream`]: upstream peers, resolved off the request path.
+//! - [`usage`]: batched `lastUsedAt` reports.
+//! - [`error`]: every refusal, mapped to the documented envelope.
 //! - [`metrics`]: Prometheus metrics and the admin listener (`/metrics`, `/livez`, `/readyz`).
-//! - [`background`]: change feed, usage flushing, upstream re-resolution.
+//! - [`background`]: change feed, Redis invalidations, usage flushing, re-resolution.
+//! - [`settings`]: typed configuration from the environment, validated at start.
 
 pub mod api_key;
 pub mod auth;
 pub mod background;
+pub mod caller;
 pub mod conn_guard;
 pub mod credential;
 pub mod dashboard;

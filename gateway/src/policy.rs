@@ -20,7 +20,7 @@
 use http::Method;
 use serde::Deserialize;
 
-use crate::auth::{Caller, SessionUser};
+use crate::caller::{Caller, SessionUser};
 use crate::error::GatewayError;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -20,7 +20,8 @@ use rl_contract::ErrorBody;
 use rl_contract::identity::REQUEST_ID;
 
 use crate::GatewayState;
-use crate::auth::{self, Caller};
+use crate::auth;
+use crate::caller::Caller;
 use crate::conn_guard::{self, ConnPhase};
 use crate::error::GatewayError;
 use crate::path::{self, Target};

@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::SessionUser;
+use crate::caller::SessionUser;
 use crate::jwks::Jwks;
 
 #[derive(Debug, Clone)]
