@@ -63,11 +63,10 @@ impl Relay {
             return Ok(0);
         }
         let seqs: Vec<i64> = items.iter().map(|i| i.seq).collect();
-        let events: Vec<&serde_json::Value> = items.iter().map(|i| &i.event).collect();
-        let mut request = self
-            .client
-            .post(&self.endpoint)
-            .json(&serde_json::json!({ "events": events }));
+        let batch = rl_contract::wire::AuditEventBatch {
+            events: items.into_iter().map(|i| i.event).collect(),
+        };
+        let mut request = self.client.post(&self.endpoint).json(&batch);
         if let Some(token) = &self.internal_token {
             request = request.header(rl_contract::signing::INTERNAL_TOKEN_HEADER, token);
         }

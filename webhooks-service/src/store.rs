@@ -1359,7 +1359,7 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct OutboxItem {
     pub seq: i64,
-    pub event: Value,
+    pub event: rl_contract::wire::AuditEvent,
 }
 
 impl Store {
@@ -1379,18 +1379,17 @@ impl Store {
                 let message: Option<String> = row.try_get("message")?;
                 Ok(OutboxItem {
                     seq: row.try_get("seq")?,
-                    event: json!({
-                        "id": row.try_get::<String, _>("event_id")?,
-                        "organizationId": row.try_get::<String, _>("organization_id")?,
-                        "occurredAt": rl_contract::time_fmt::format_ms(occurred_at),
-                        "actor": row.try_get::<String, _>("actor")?,
-                        "eventType": row.try_get::<String, _>("event_type")?,
-                        "message": message,
-                        "resourceType": row.try_get::<String, _>("resource_type")?,
-                        "resourceId": row.try_get::<String, _>("resource_id")?,
-                        "metadata": serde_json::from_str::<Value>(&metadata)
-                            .map_err(decode_err)?,
-                    }),
+                    event: rl_contract::wire::AuditEvent {
+                        id: row.try_get("event_id")?,
+                        organization_id: row.try_get("organization_id")?,
+                        occurred_at: rl_contract::time_fmt::format_ms(occurred_at),
+                        actor: row.try_get("actor")?,
+                        event_type: row.try_get("event_type")?,
+                        message,
+                        resource_type: row.try_get("resource_type")?,
+                        resource_id: row.try_get("resource_id")?,
+                        metadata: serde_json::from_str::<Value>(&metadata).map_err(decode_err)?,
+                    },
                 })
             })
             .collect()
