@@ -68,13 +68,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(s: &Settings, registry: &prometheus::Registry) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(s.check_timeout)
-            .connect_timeout(s.check_timeout)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+    pub fn new(s: &Settings, registry: &prometheus::Registry) -> Result<Self, reqwest::Error> {
+        let client = rl_contract::http_client::build(s.check_timeout, s.check_timeout)?;
+        Ok(Self {
             checks_total: rl_contract::metrics::register(
                 registry,
                 prometheus::IntCounterVec::new(
@@ -109,22 +105,17 @@ impl Monitor {
                 critical: false,
                 probe: Probe::Webhooks(format!("{u}/readyz")),
             }))
-            .chain(
-                s.redis_url
-                    .as_deref()
-                    .and_then(|u| redis::Client::open(u).ok())
-                    .map(|c| Dependency {
-                        name: "redis",
-                        critical: false,
-                        probe: Probe::Redis(c),
-                    }),
-            )
+            .chain(s.redis.clone().map(|c| Dependency {
+                name: "redis",
+                critical: false,
+                probe: Probe::Redis(c),
+            }))
             .collect(),
             timeout: s.check_timeout,
             ttl: s.cache_ttl,
             cached: Mutex::new(None),
             last_ok: std::sync::Mutex::new(None),
-        }
+        })
     }
 
     async fn check(&self, dep: &Dependency) -> CheckResult {

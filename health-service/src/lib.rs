@@ -77,7 +77,9 @@ impl Application {
         Ok(Self {
             listener,
             state: AppState {
-                monitor: Arc::new(Monitor::new(&settings, &registry)),
+                monitor: Arc::new(
+                    Monitor::new(&settings, &registry).map_err(std::io::Error::other)?,
+                ),
                 registry,
                 http,
             },

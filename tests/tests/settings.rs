@@ -141,3 +141,19 @@ fn audit_service_refuses_bad_settings() {
         refuses("audit-service", &[], &[(var, value)], var);
     }
 }
+
+#[test]
+fn health_service_refuses_bad_settings() {
+    let cases: &[(&str, &str)] = &[
+        ("HEALTH_LISTEN_ADDR", "nowhere"),
+        ("KEYS_SERVICE_URL", "keys:8081"),
+        ("AUDIT_SERVICE_URL", "https://audit/x"),
+        ("WEBHOOKS_SERVICE_URL", "ftp://webhooks"),
+        ("REDIS_URL", "rediss://:hunter2@[bad"),
+        ("HEALTH_CHECK_TIMEOUT_MS", "fast"),
+        ("HEALTH_CACHE_TTL_MS", "-1"),
+    ];
+    for (var, value) in cases {
+        refuses("health-service", &[], &[(var, value)], var);
+    }
+}
