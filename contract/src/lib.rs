@@ -19,6 +19,7 @@
 //! - [`webhooks`]: the internal message that queues an outbound webhook event.
 //! - [`wire`]: every message between the binaries (key lookup, key record, change feed,
 //!   usage report, Redis record, audit events), one serde type each.
+//! - [`outbox`]: the audit outbox every writing service shares, and its relay.
 //! - [`backoff`]: capped exponential backoff with jitter, for every retry loop.
 //! - [`http_client`]: outgoing HTTP clients, timeouts mandatory.
 //!
@@ -34,6 +35,7 @@ pub mod http_client;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+pub mod outbox;
 pub mod page;
 pub mod redis;
 pub mod settings;

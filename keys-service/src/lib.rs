@@ -9,7 +9,7 @@
 //! - [`changes`]: the change feed gateways long-poll to drop cached keys at once.
 //! - [`metrics`]: Prometheus metrics, served on the admin listener.
 //! - [`redis_tier`]: the shared Redis record cache and its change notices.
-//! - [`relay`]: delivers the audit outbox to audit-service.
+//! - the audit outbox and its relay to audit-service: `rl_contract::outbox`.
 //! - [`routes`]: the public `/v1/api-keys` API, the internal gateway API, probes.
 //! - [`error`]: the one error enum, mapped to the documented envelope.
 
@@ -18,7 +18,6 @@ pub mod changes;
 pub mod error;
 pub mod metrics;
 pub mod redis_tier;
-pub mod relay;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -167,12 +166,12 @@ impl Application {
             }
         });
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
-        let relay = relay::Relay::new(
-            state.store.clone(),
+        let relay = rl_contract::outbox::Relay::new(
+            state.store.database().clone(),
             &state.settings.audit_service_url,
             state.relay.clone(),
             state.settings.relay_max_backoff,
-            state.metrics.clone(),
+            state.metrics.relay_events.clone(),
             state.secrets.internal_token(),
         )?;
         let relay_task = tokio::spawn(relay.run(relay_stopped));
@@ -222,7 +221,7 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
         let state = state.clone();
         Box::pin(async move {
             state.metrics.pool.set(state.store.database());
-            if let Ok(n) = state.store.outbox_backlog().await {
+            if let Ok(n) = rl_contract::outbox::backlog(state.store.database()).await {
                 state.metrics.outbox_backlog.set(n);
             }
             true
