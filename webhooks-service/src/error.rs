@@ -40,12 +40,17 @@ impl From<sqlx::Error> for ApiError {
                 ErrorCode::Conflict,
                 "A request with this Idempotency-Key is still in progress. Retry shortly.",
             ))
-        } else if rl_contract::db::is_unavailable(&e) {
+        } else if rl_contract::db::is_unavailable(&e) || is_busy(&e) {
             Self::Unavailable(e)
         } else {
             Self::Database(e)
         }
     }
+}
+
+/// SQLite's "database is locked" after the busy timeout: contention, retryable (`503`).
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")))
 }
 
 impl IntoResponse for ApiError {

@@ -1055,37 +1055,47 @@ impl Store {
             }
             Backend::Sqlite => "",
         };
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        // Attempts in flight per endpoint (live leases), counted once; endpoints at their
+        // limit are left out of the candidates, so a slow endpoint's backlog never fills a
+        // claim while other endpoints' deliveries wait.
+        let mut in_flight: std::collections::HashMap<String, i64> = Default::default();
+        for row in sqlx::query(
+            "SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries \
+             WHERE status = 'pending' AND lease_until >= $1 GROUP BY endpoint_id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            in_flight.insert(row.try_get("endpoint_id")?, row.try_get("n")?);
+        }
+        let saturated: Vec<&str> = in_flight
+            .iter()
+            .filter(|(_, n)| **n >= per_endpoint)
+            .map(|(e, _)| e.as_str())
+            .collect();
+        let mut q = Sql::new(
             "SELECT d.id, d.organization_id, d.event_id, d.endpoint_id, d.attempts, d.created_at \
              FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-             AND (d.lease_until IS NULL OR d.lease_until < $1) \
-             AND e.disabled = 0 AND e.deleted_at IS NULL \
-             AND (SELECT COUNT(*) FROM webhook_deliveries x WHERE x.endpoint_id = d.endpoint_id \
-                  AND x.status = 'pending' AND x.lease_until >= $1) < $2 \
-             ORDER BY d.next_attempt_at, d.id LIMIT $3{skip_locked}"
-        )))
-        .bind(now)
-        .bind(per_endpoint)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+        );
+        q.bind(now)
+            .push(" AND (d.lease_until IS NULL OR d.lease_until < ")
+            .bind(now)
+            .push(") AND e.disabled = 0 AND e.deleted_at IS NULL");
+        if !saturated.is_empty() {
+            q.push(" AND d.endpoint_id NOT IN (")
+                .bind_list(saturated.iter().copied())
+                .push(")");
+        }
+        q.push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
+            .bind(batch)
+            .push(skip_locked);
+        let rows = q.query().fetch_all(&mut *tx).await?;
         let mut jobs = Vec::new();
-        let mut in_flight: std::collections::HashMap<String, i64> = Default::default();
         for row in &rows {
             let endpoint_id: String = row.try_get("endpoint_id")?;
-            let used = match in_flight.get(&endpoint_id) {
-                Some(n) => *n,
-                None => sqlx::query(
-                    "SELECT COUNT(*) AS n FROM webhook_deliveries WHERE endpoint_id = $1 \
-                     AND status = 'pending' AND lease_until >= $2",
-                )
-                .bind(&endpoint_id)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?,
-            };
+            let used = in_flight.get(&endpoint_id).copied().unwrap_or(0);
             if used >= per_endpoint {
                 continue;
             }
