@@ -14,7 +14,8 @@
 //! - [`delivery`]: one HTTP attempt.
 //! - [`worker`]: claims, attempts and reschedules deliveries.
 //! - [`store`]: every SQL statement (SQLite or Postgres through sqlx `Any`).
-//! - [`relay`]: delivers the audit outbox to audit-service.
+//! - the audit outbox and its relay to audit-service: `rl_contract::outbox` (shared with
+//!   keys-service).
 //! - [`metrics`]: Prometheus metrics, served on the admin listener.
 //! - [`routes`]: the public API, the internal enqueue, probes.
 //! - [`error`]: the one error enum, mapped to the documented envelope.
@@ -23,7 +24,6 @@ pub mod delivery;
 pub mod endpoint;
 pub mod error;
 pub mod metrics;
-pub mod relay;
 pub mod routes;
 pub mod schedule;
 pub mod secret;
@@ -159,12 +159,12 @@ impl Application {
         tracing::info!(addr = %bound, "webhooks-service admin listening");
 
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
-        let relay = relay::Relay::new(
-            state.store.clone(),
+        let relay = rl_contract::outbox::Relay::new(
+            state.store.database().clone(),
             &state.settings.audit_service_url,
             state.relay.clone(),
             state.settings.relay_max_backoff,
-            state.metrics.clone(),
+            state.metrics.relay_events.clone(),
             state.secrets.internal_token(),
         )?;
         let relay_task = tokio::spawn(relay.run(relay_stopped));
@@ -208,7 +208,7 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
         let state = state.clone();
         Box::pin(async move {
             state.metrics.pool.set(state.store.database());
-            if let Ok(n) = state.store.outbox_backlog().await {
+            if let Ok(n) = rl_contract::outbox::backlog(state.store.database()).await {
                 state.metrics.outbox_backlog.set(n);
             }
             let now = rl_contract::time_fmt::now_ms();

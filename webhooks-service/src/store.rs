@@ -1362,85 +1362,7 @@ impl Store {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The audit outbox (delivered by `relay`, exactly as keys-service's).
-
-/// An outbox row ready to deliver.
-#[derive(Debug, Clone)]
-pub struct OutboxItem {
-    pub seq: i64,
-    pub event: rl_contract::wire::AuditEvent,
-}
-
-impl Store {
-    /// The oldest undelivered events, as audit-service's ingestion expects them.
-    pub async fn outbox_batch(&self, limit: i64) -> Result<Vec<OutboxItem>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, organization_id, occurred_at, actor, event_type, message, \
-             resource_type, resource_id, metadata FROM audit_outbox ORDER BY seq LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.db.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let metadata: String = row.try_get("metadata")?;
-                let occurred_at: i64 = row.try_get("occurred_at")?;
-                let message: Option<String> = row.try_get("message")?;
-                Ok(OutboxItem {
-                    seq: row.try_get("seq")?,
-                    event: rl_contract::wire::AuditEvent {
-                        id: row.try_get("event_id")?,
-                        organization_id: row.try_get("organization_id")?,
-                        occurred_at: rl_contract::time_fmt::format_ms(occurred_at),
-                        actor: row.try_get("actor")?,
-                        event_type: row.try_get("event_type")?,
-                        message,
-                        resource_type: row.try_get("resource_type")?,
-                        resource_id: row.try_get("resource_id")?,
-                        metadata: serde_json::from_str::<Value>(&metadata).map_err(decode_err)?,
-                    },
-                })
-            })
-            .collect()
-    }
-
-    /// Remove exactly the delivered rows (not `seq <= max`: on Postgres a lower sequence
-    /// number can commit after a higher one).
-    pub async fn outbox_delete(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        Sql::new("DELETE FROM audit_outbox WHERE seq IN (")
-            .bind_list(seqs.iter().copied())
-            .push(")")
-            .query()
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_mark_attempt(&self, seqs: &[i64]) -> Result<(), sqlx::Error> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        Sql::new("UPDATE audit_outbox SET attempts = attempts + 1 WHERE seq IN (")
-            .bind_list(seqs.iter().copied())
-            .push(")")
-            .query()
-            .execute(&self.db.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn outbox_backlog(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) AS n FROM audit_outbox")
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")
-    }
-}
-
+/// An endpoint change's audit event, in its transaction (`rl_contract::outbox`).
 async fn insert_outbox(
     tx: &mut Transaction<'static, Any>,
     organization_id: &str,
@@ -1448,20 +1370,18 @@ async fn insert_outbox(
     event: &AuditEvent,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_outbox (event_id, organization_id, occurred_at, actor, event_type, \
-         message, resource_type, resource_id, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'outbound_webhook_endpoint', $7, $8)",
+    rl_contract::outbox::insert(
+        tx,
+        &rl_contract::outbox::NewEvent {
+            organization_id,
+            actor: &event.actor,
+            event_type: event.event_type,
+            message: event.message.clone(),
+            resource_type: "outbound_webhook_endpoint",
+            resource_id: endpoint_id,
+            metadata: event.metadata.clone(),
+        },
+        now,
     )
-    .bind(uuid::Uuid::now_v7().hyphenated().to_string())
-    .bind(organization_id)
-    .bind(now)
-    .bind(&event.actor)
-    .bind(event.event_type)
-    .bind(&event.message)
-    .bind(endpoint_id)
-    .bind(event.metadata.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
