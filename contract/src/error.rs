@@ -1,7 +1,6 @@
 //! The error envelope every ReconLayer response uses: `{"error": "...", "message": "..."}`.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// The seed's exact messages. They are the public contract: change them only with the docs.
@@ -116,8 +115,9 @@ impl ErrorResponse {
     }
 }
 
-impl IntoResponse for ErrorResponse {
-    fn into_response(self) -> Response {
+#[cfg(feature = "service")]
+impl axum::response::IntoResponse for ErrorResponse {
+    fn into_response(self) -> axum::response::Response {
         (
             self.code.status(),
             axum::Json(ErrorBody::new(self.code, self.message)),

@@ -4,7 +4,7 @@
 //! injects its own, and signs what it injects: services read an identity only through
 //! `signing::VerifiedIdentity`, never from these headers alone.
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 
 pub const ORGANIZATION_ID: &str = "x-organization-id";
 pub const AUTH_TYPE: &str = "x-auth-type";
@@ -173,7 +173,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     fn session() -> Identity {
         Identity {

@@ -23,22 +23,33 @@
 //! - [`backoff`]: capped exponential backoff with jitter, for every retry loop.
 //! - [`http_client`]: outgoing HTTP clients, timeouts mandatory.
 //!
+//! The axum/sqlx scaffolding the services share (`admin`, `db`, `http`, `idempotency`,
+//! `outbox`, `shutdown`, the metrics middleware, the identity extractors, the error
+//! response) is behind the `service` feature, which the gateway does not enable: its
+//! dependency tree has neither axum nor sqlx.
+//!
 //! Services never depend on each other's code; they talk HTTP. This crate holds only the
 //! contract and shared infrastructure, never business logic.
 
+#[cfg(feature = "service")]
 pub mod admin;
 pub mod backoff;
+#[cfg(feature = "service")]
 pub mod db;
 pub mod error;
+#[cfg(feature = "service")]
 pub mod http;
 pub mod http_client;
+#[cfg(feature = "service")]
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+#[cfg(feature = "service")]
 pub mod outbox;
 pub mod page;
 pub mod redis;
 pub mod settings;
+#[cfg(feature = "service")]
 pub mod shutdown;
 pub mod signing;
 pub mod telemetry;

@@ -2,14 +2,19 @@
 //! request: count and latency by matched route, method and status, inside a span carrying
 //! the request id so every log line about the request names it.
 
+#[cfg(feature = "service")]
 use std::time::Instant;
 
+#[cfg(feature = "service")]
 use axum::extract::{MatchedPath, Request, State};
+#[cfg(feature = "service")]
 use axum::middleware::Next;
+#[cfg(feature = "service")]
 use axum::response::Response;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Registry, TextEncoder};
+#[cfg(feature = "service")]
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+#[cfg(feature = "service")]
 use tracing::Instrument;
 
 use crate::identity::REQUEST_ID;
@@ -45,12 +50,14 @@ pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Reg
     m
 }
 
+#[cfg(feature = "service")]
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
 }
 
+#[cfg(feature = "service")]
 impl HttpMetrics {
     pub fn new(registry: &Registry) -> Self {
         Self {
@@ -79,11 +86,13 @@ impl HttpMetrics {
 }
 
 /// `db_pool_connections{state="in_use"|"idle"}`, refreshed at each scrape.
+#[cfg(feature = "service")]
 #[derive(Clone)]
 pub struct PoolMetrics {
     connections: prometheus::IntGaugeVec,
 }
 
+#[cfg(feature = "service")]
 impl PoolMetrics {
     pub fn new(registry: &Registry) -> Self {
         Self {
@@ -129,6 +138,7 @@ pub fn request_id(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|id| crate::identity::is_well_formed_request_id(id))
 }
 
+#[cfg(feature = "service")]
 /// axum middleware: metrics plus a span (with the request id) around every request, and
 /// one access-log line when it completes.
 pub async fn observe(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {

@@ -18,14 +18,15 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method};
 use hmac::{Hmac, Mac};
+use http::{HeaderMap, Method};
 use sha2::Sha256;
 
+#[cfg(feature = "service")]
 use crate::error::{ErrorCode, ErrorResponse, messages};
-use crate::identity::{Identity, OWNED_HEADERS};
+#[cfg(feature = "service")]
+use crate::identity::Identity;
+use crate::identity::OWNED_HEADERS;
 use crate::settings::{self, SettingsError};
 
 pub const TIMESTAMP_HEADER: &str = "x-reconlayer-identity-timestamp";
@@ -245,17 +246,22 @@ pub enum SignError {
 }
 
 /// An identity the gateway injected *and signed* for this very request.
+#[cfg(feature = "service")]
 pub struct VerifiedIdentity(pub Identity);
 
-impl<S> FromRequestParts<S> for VerifiedIdentity
+#[cfg(feature = "service")]
+impl<S> axum::extract::FromRequestParts<S> for VerifiedIdentity
 where
     S: Send + Sync,
-    std::sync::Arc<Secrets>: FromRef<S>,
+    std::sync::Arc<Secrets>: axum::extract::FromRef<S>,
 {
     type Rejection = ErrorResponse;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let secrets = std::sync::Arc::<Secrets>::from_ref(state);
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let secrets = <std::sync::Arc<Secrets> as axum::extract::FromRef<S>>::from_ref(state);
         let target = parts
             .uri
             .path_and_query()
@@ -273,17 +279,24 @@ where
 }
 
 /// Internal endpoints: only holders of the signing secret.
+#[cfg(feature = "service")]
 pub struct Internal;
 
-impl<S> FromRequestParts<S> for Internal
+#[cfg(feature = "service")]
+impl<S> axum::extract::FromRequestParts<S> for Internal
 where
     S: Send + Sync,
-    std::sync::Arc<Secrets>: FromRef<S>,
+    std::sync::Arc<Secrets>: axum::extract::FromRef<S>,
 {
     type Rejection = ErrorResponse;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if std::sync::Arc::<Secrets>::from_ref(state).verify_internal(&parts.headers) {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        if <std::sync::Arc<Secrets> as axum::extract::FromRef<S>>::from_ref(state)
+            .verify_internal(&parts.headers)
+        {
             Ok(Self)
         } else {
             Err(ErrorResponse::new(
@@ -297,7 +310,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     const SECRET_A: &str = "a-secret-of-at-least-thirty-two-characters";
     const SECRET_B: &str = "another-secret-of-thirty-two-characters!!";
