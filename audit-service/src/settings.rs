@@ -18,7 +18,8 @@ pub struct Settings {
     /// `/metrics`, `/livez`, `/readyz`.
     pub admin_addr: SocketAddr,
     pub shutdown_grace: Duration,
-    pub database_url: String,
+    /// May carry a password: a secret, never printed.
+    pub database_url: secrecy::SecretString,
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
     /// Identity-signing secrets (refuses unsigned identity unless turned off).
@@ -49,7 +50,7 @@ impl Settings {
             listen_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             shutdown_grace: Duration::from_secs(5),
-            database_url: database_url.into(),
+            database_url: database_url.into().into(),
             pool: PoolSettings::default(),
             max_body_bytes: 4 * 1024 * 1024,
             secrets: rl_contract::signing::Secrets::new(None, None, true),

@@ -97,20 +97,11 @@ impl PoolSettings {
 }
 
 /// What a service needs to reach its database — and all its `migrate` subcommand needs.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// May carry a password: never printed (see the `Debug` impl).
-    pub url: String,
+    /// May carry a password: a secret, never printed.
+    pub url: secrecy::SecretString,
     pub pool: PoolSettings,
-}
-
-impl std::fmt::Debug for DatabaseSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("backend", &Backend::from_url(&self.url))
-            .field("pool", &self.pool)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DatabaseSettings {
@@ -135,7 +126,7 @@ impl DatabaseSettings {
             ));
         }
         Ok(Self {
-            url,
+            url: url.into(),
             pool: PoolSettings::from_env()?,
         })
     }

@@ -60,6 +60,7 @@ use std::sync::Arc;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use secrecy::ExposeSecret;
 
 pub use settings::Settings;
 
@@ -121,8 +122,9 @@ impl GatewayState {
                 // Frontend API's public JWKS never sees it.
                 bearer: c
                     .secret_key
-                    .clone()
-                    .filter(|_| url.trim_end_matches('/').ends_with("/v1/jwks")),
+                    .as_ref()
+                    .filter(|_| url.trim_end_matches('/').ends_with("/v1/jwks"))
+                    .map(|k| k.expose_secret().to_owned()),
             },
             (None, None) => KeySource::None,
         };
@@ -146,7 +148,7 @@ impl GatewayState {
         );
         let memberships = Memberships::new(
             c.api_url.clone(),
-            c.secret_key.clone(),
+            c.secret_key.as_ref().map(|k| k.expose_secret().to_owned()),
             c.jwks_timeout,
             c.membership_cache_ttl,
         )?;
@@ -205,7 +207,7 @@ pub fn run(settings: Settings) {
     };
     let listen = settings.listen_addr.to_string();
     let admin = settings.admin_addr.to_string();
-    let redis = match settings.redis_url.as_deref() {
+    let redis = match settings.redis_url.as_ref().map(|u| u.expose_secret()) {
         None => None,
         Some(url) => match redis_tier::RedisTier::new(url, settings.redis_timeout) {
             Ok(r) => Some(r),

@@ -116,7 +116,8 @@ pub struct Settings {
     /// The local-development bypass, already checked against `NODE_ENV`.
     pub dev_bypass: bool,
     /// The shared Redis tier and its invalidation channel, when configured.
-    pub redis_url: Option<String>,
+    /// May carry a password: a secret, never printed.
+    pub redis_url: Option<secrecy::SecretString>,
     pub redis_timeout: Duration,
     pub clerk: ClerkSettings,
     /// Signs the injected identity (and authenticates internal calls).
@@ -145,7 +146,8 @@ pub struct ClerkSettings {
     pub jwks_url: Option<String>,
     /// PEM public key for networkless verification (`CLERK_JWT_KEY`), parsed once.
     pub jwt_key: Option<crate::jwks::VerifyingKey>,
-    pub secret_key: Option<String>,
+    /// Clerk Backend API key: a secret, never printed.
+    pub secret_key: Option<secrecy::SecretString>,
     pub api_url: String,
     /// The dashboard's sign-in (ClerkJS): `pk_live_…` / `pk_test_…`.
     pub publishable_key: Option<String>,
@@ -207,7 +209,7 @@ impl ClerkSettings {
         Ok(Self {
             jwks_url: settings::raw(CLERK_JWKS_URL),
             jwt_key,
-            secret_key: settings::raw(CLERK_SECRET_KEY),
+            secret_key: settings::raw(CLERK_SECRET_KEY).map(Into::into),
             api_url: settings::string(CLERK_API_URL, "https://api.clerk.com"),
             publishable_key: publishable_key()?,
             frontend_api_url: frontend_api_url()?,
@@ -237,12 +239,12 @@ impl ClerkSettings {
 }
 
 /// `REDIS_URL`, checked now: a typo must stop the gateway at start, not disable the tier.
-fn redis_url() -> Result<Option<String>, SettingsError> {
+fn redis_url() -> Result<Option<secrecy::SecretString>, SettingsError> {
     let Some(url) = settings::raw(REDIS_URL) else {
         return Ok(None);
     };
     redis::Client::open(url.as_str()).map_err(|e| SettingsError::new(REDIS_URL, "<url>", e))?;
-    Ok(Some(url))
+    Ok(Some(url.into()))
 }
 
 fn publishable_key() -> Result<Option<String>, SettingsError> {

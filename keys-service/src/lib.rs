@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rl_contract::db::Database;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -90,7 +91,7 @@ pub struct Application {
 impl Application {
     /// Connect to the database, apply migrations and bind the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let db = Database::connect(&settings.database_url, &settings.pool).await?;
+        let db = Database::connect(settings.database_url.expose_secret(), &settings.pool).await?;
         db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
             .await?;
         let listener = TcpListener::bind(settings.listen_addr)
@@ -231,7 +232,7 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
 
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
 pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
-    let db = Database::connect(&settings.url, &settings.pool).await?;
+    let db = Database::connect(settings.url.expose_secret(), &settings.pool).await?;
     db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
         .await?;
     tracing::info!(database = db.backend.as_str(), "migrations applied");

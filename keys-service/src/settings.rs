@@ -25,7 +25,8 @@ pub struct Settings {
     /// `/metrics`, `/livez`, `/readyz`.
     pub admin_addr: SocketAddr,
     pub shutdown_grace: Duration,
-    pub database_url: String,
+    /// May carry a password: a secret, never printed.
+    pub database_url: secrecy::SecretString,
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
     pub change_feed_max_wait: Duration,
@@ -87,7 +88,7 @@ impl Settings {
             listen_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             shutdown_grace: Duration::from_secs(5),
-            database_url: database_url.into(),
+            database_url: database_url.into().into(),
             pool: PoolSettings::default(),
             max_body_bytes: 16 * 1024,
             change_feed_max_wait: Duration::from_secs(25),

@@ -45,7 +45,8 @@ pub struct Settings {
     /// `/metrics`, `/livez`, `/readyz`.
     pub admin_addr: SocketAddr,
     pub shutdown_grace: Duration,
-    pub database_url: String,
+    /// May carry a password: a secret, never printed.
+    pub database_url: secrecy::SecretString,
     pub pool: PoolSettings,
     pub max_body_bytes: usize,
     pub audit_service_url: String,
@@ -230,7 +231,7 @@ impl Settings {
             listen_addr: ([127, 0, 0, 1], 0).into(),
             admin_addr: ([127, 0, 0, 1], 0).into(),
             shutdown_grace: Duration::from_secs(5),
-            database_url: database_url.into(),
+            database_url: database_url.into().into(),
             pool: PoolSettings::default(),
             max_body_bytes: 256 * 1024,
             audit_service_url: "http://127.0.0.1:9".to_owned(),
