@@ -26,19 +26,48 @@ use crate::wire::{AuditEvent, AuditEventBatch};
 const BATCH: i64 = 200;
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
+/// What a change records in the audit trail, before it is tied to the resource it changed
+/// (each service builds these; `event` ties one to its organization and resource).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Dotted lowercase: `api_key.created`.
+    pub event_type: &'static str,
+    /// The user, or `api_key:<id>`.
+    pub actor: String,
+    pub message: String,
+    /// What changed — never key material or secrets.
+    pub metadata: Value,
+}
+
+impl Change {
+    pub fn event<'a>(
+        &'a self,
+        organization_id: &'a str,
+        resource_type: &'a str,
+        resource_id: &'a str,
+    ) -> NewEvent<'a> {
+        NewEvent {
+            organization_id,
+            actor: &self.actor,
+            event_type: self.event_type,
+            message: &self.message,
+            resource_type,
+            resource_id,
+            metadata: &self.metadata,
+        }
+    }
+}
+
 /// One event to record with the change it describes.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub organization_id: &'a str,
-    /// The user, or `api_key:<id>`.
     pub actor: &'a str,
-    /// Dotted lowercase: `api_key.created`.
     pub event_type: &'a str,
-    pub message: String,
+    pub message: &'a str,
     pub resource_type: &'a str,
     pub resource_id: &'a str,
-    /// What changed — never key material or secrets.
-    pub metadata: Value,
+    pub metadata: &'a Value,
 }
 
 /// Write `event` in the change's transaction `tx`.
@@ -57,7 +86,7 @@ pub async fn insert(
     .bind(now_ms)
     .bind(event.actor)
     .bind(event.event_type)
-    .bind(&event.message)
+    .bind(event.message)
     .bind(event.resource_type)
     .bind(event.resource_id)
     .bind(event.metadata.to_string())

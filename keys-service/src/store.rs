@@ -120,14 +120,8 @@ impl KeyRecord {
     }
 }
 
-/// One audit event, as keys-service records it in the outbox.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub event_type: &'static str,
-    pub actor: String,
-    pub message: String,
-    pub metadata: Value,
-}
+/// One audit event, as this service records it (`rl_contract::outbox`).
+pub use rl_contract::outbox::Change as AuditEvent;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -470,15 +464,7 @@ async fn insert_outbox(
 ) -> Result<(), sqlx::Error> {
     rl_contract::outbox::insert(
         tx,
-        &rl_contract::outbox::NewEvent {
-            organization_id: &record.organization_id,
-            actor: &event.actor,
-            event_type: event.event_type,
-            message: event.message.clone(),
-            resource_type: "api_key",
-            resource_id: &record.id,
-            metadata: event.metadata.clone(),
-        },
+        &event.event(&record.organization_id, "api_key", &record.id),
         now,
     )
     .await

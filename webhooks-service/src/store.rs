@@ -139,14 +139,8 @@ impl EndpointRecord {
     }
 }
 
-/// One audit event, as webhooks-service records it in the outbox.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub event_type: &'static str,
-    pub actor: String,
-    pub message: String,
-    pub metadata: Value,
-}
+/// One audit event, as this service records it (`rl_contract::outbox`).
+pub use rl_contract::outbox::Change as AuditEvent;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -1372,15 +1366,7 @@ async fn insert_outbox(
 ) -> Result<(), sqlx::Error> {
     rl_contract::outbox::insert(
         tx,
-        &rl_contract::outbox::NewEvent {
-            organization_id,
-            actor: &event.actor,
-            event_type: event.event_type,
-            message: event.message.clone(),
-            resource_type: "outbound_webhook_endpoint",
-            resource_id: endpoint_id,
-            metadata: event.metadata.clone(),
-        },
+        &event.event(organization_id, "outbound_webhook_endpoint", endpoint_id),
         now,
     )
     .await
