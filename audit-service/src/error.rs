@@ -9,10 +9,8 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("missing identity")]
     Unauthenticated,
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] rl_contract::db::StoreError),
     #[error("{}", .0.message)]
     Envelope(ErrorResponse),
 }
@@ -25,11 +23,7 @@ impl From<ErrorResponse> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if rl_contract::db::is_unavailable(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Database(e)
-        }
+        Self::Store(e.into())
     }
 }
 
@@ -39,11 +33,8 @@ impl IntoResponse for ApiError {
             Self::Envelope(e) => (e.code, e.message.clone()),
             Self::InvalidRequest(m) => (ErrorCode::InvalidRequest, m.clone()),
             Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
-            Self::Unavailable(e) | Self::Database(e) => {
-                let r = rl_contract::db::error_response(
-                    e,
-                    "The audit store is temporarily unavailable. Retry shortly.",
-                );
+            Self::Store(e) => {
+                let r = e.response("The audit store is temporarily unavailable. Retry shortly.");
                 (r.code, r.message)
             }
         };

@@ -45,7 +45,7 @@ impl axum::extract::FromRef<AppState> for Arc<rl_contract::signing::Secrets> {
 pub struct Metrics {
     pub registry: prometheus::Registry,
     pub http: rl_contract::metrics::HttpMetrics,
-    pub pool: rl_contract::metrics::PoolMetrics,
+    pub pool: rl_contract::db::PoolMetrics,
     /// Ingested events by result (`accepted`, `duplicate`).
     pub ingested: prometheus::IntCounterVec,
 }
@@ -55,7 +55,7 @@ impl Metrics {
         let registry = rl_contract::metrics::registry("audit-service");
         Self {
             http: rl_contract::metrics::HttpMetrics::new(&registry),
-            pool: rl_contract::metrics::PoolMetrics::new(&registry),
+            pool: rl_contract::db::PoolMetrics::new(&registry),
             ingested: rl_contract::metrics::register(
                 &registry,
                 prometheus::IntCounterVec::new(
@@ -82,10 +82,8 @@ impl Default for Metrics {
 pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] rl_contract::db::DbError),
-    #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
-    #[error("server: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Lifecycle(#[from] rl_contract::lifecycle::LifecycleError),
 }
 
 pub struct Application {
@@ -98,11 +96,9 @@ impl Application {
         let db = Database::connect(settings.database_url.expose_secret(), &settings.pool).await?;
         db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
             .await?;
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(|e| StartError::Listen(settings.listen_addr, e))?;
+        let listener = rl_contract::lifecycle::bind(settings.listen_addr).await?;
         tracing::info!(
-            addr = %listener.local_addr().map_err(StartError::Serve)?,
+            addr = %settings.listen_addr,
             database = db.backend.as_str(),
             "audit-service listening"
         );
@@ -121,50 +117,40 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// Serve until `shutdown` resolves, then finish in-flight requests (within the grace
+    /// period) and return.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let state = self.state;
-        let stop = rl_contract::shutdown::flag(shutdown);
-        let admin_addr = state.settings.admin_addr;
-        let readiness = rl_contract::db::readiness(state.store.database().clone(), stop.clone());
-        let on_scrape: rl_contract::admin::OnScrape = {
-            let state = state.clone();
-            Arc::new(move || {
-                state.metrics.pool.set(state.store.database());
-                Box::pin(async { true })
-            })
-        };
-        let admin =
-            rl_contract::admin::router(state.metrics.registry.clone(), readiness, Some(on_scrape));
-        let bound = rl_contract::admin::spawn(
-            admin_addr,
-            admin,
-            rl_contract::shutdown::stopped(stop.clone()),
+        let running = rl_contract::lifecycle::start(
+            "audit-service",
+            state.store.database().clone(),
+            rl_contract::lifecycle::Admin {
+                addr: state.settings.admin_addr,
+                registry: state.metrics.registry.clone(),
+                pool: state.metrics.pool.clone(),
+                on_scrape: None,
+            },
+            shutdown,
         )
-        .await
-        .map_err(|e| StartError::Listen(admin_addr, e))?;
-        tracing::info!(addr = %bound, "audit-service admin listening");
+        .await?;
         let grace = state.settings.shutdown_grace;
-        let served =
-            rl_contract::shutdown::serve(self.listener, routes::router(state), stop, grace)
-                .await
-                .map_err(StartError::Serve);
-        tracing::info!("audit-service stopped");
-        served
+        running
+            .serve(self.listener, routes::router(state), grace, async {})
+            .await?;
+        Ok(())
     }
 }
 
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
 pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
-    let db = Database::connect(settings.url.expose_secret(), &settings.pool).await?;
-    db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
-        .await?;
-    tracing::info!(database = db.backend.as_str(), "migrations applied");
+    rl_contract::lifecycle::migrate(settings, store::MIGRATIONS_TABLE, store::MIGRATIONS).await?;
     Ok(())
 }
 
+/// Build and serve until SIGTERM / Ctrl-C.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     Application::build(settings)
         .await?

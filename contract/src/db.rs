@@ -141,16 +141,54 @@ pub fn url_from_env(service_var: &'static str, file: &str) -> String {
         .unwrap_or_else(|| sqlite_url(&data_dir, file))
 }
 
-/// The response for a database error: a retryable `503` when the database is unreachable,
-/// else a generic `500` with the cause logged (never shown).
-pub fn error_response(e: &sqlx::Error, unavailable_message: &str) -> crate::error::ErrorResponse {
-    use crate::error::{ErrorCode, ErrorResponse};
-    if is_unavailable(e) {
-        tracing::warn!(error = %e, "database unavailable");
-        ErrorResponse::new(ErrorCode::ServiceUnavailable, unavailable_message)
-    } else {
-        tracing::error!(error = ?e, "database error");
-        ErrorResponse::new(ErrorCode::InternalError, "An internal error occurred.")
+/// A database failure as every service answers it — each service's error enum wraps this
+/// one (`#[from]`), so the classification is made in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another attempt took over this request's `Idempotency-Key`: nothing was written
+    /// here (`409`, retry).
+    #[error("the Idempotency-Key claim was taken over by another attempt")]
+    ClaimLost,
+    /// Unreachable, pool exhausted, or SQLite still locked after its busy timeout (`503`,
+    /// retryable).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else (`500`; the cause is logged, never shown).
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::idempotency::is_claim_lost(&e) {
+            Self::ClaimLost
+        } else if is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Database(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// The envelope for this failure; `unavailable_message` names the store ("The key store
+    /// is temporarily unavailable. Retry shortly.").
+    pub fn response(&self, unavailable_message: &str) -> crate::error::ErrorResponse {
+        use crate::error::{ErrorCode, ErrorResponse};
+        match self {
+            Self::ClaimLost => ErrorResponse::new(
+                ErrorCode::Conflict,
+                "A request with this Idempotency-Key is still in progress. Retry shortly.",
+            ),
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ErrorResponse::new(ErrorCode::ServiceUnavailable, unavailable_message)
+            }
+            Self::Database(e) => {
+                tracing::error!(error = ?e, "database error");
+                ErrorResponse::new(ErrorCode::InternalError, "An internal error occurred.")
+            }
+        }
     }
 }
 
@@ -168,6 +206,40 @@ pub async fn readyz(db: &Database) -> (axum::http::StatusCode, axum::Json<serde_
                 axum::Json(serde_json::json!({"status": "down", "checks": {"database": "down"}})),
             )
         }
+    }
+}
+
+/// `db_pool_connections{state="in_use"|"idle"}`, refreshed at each scrape.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    connections: prometheus::IntGaugeVec,
+}
+
+impl PoolMetrics {
+    pub fn new(registry: &prometheus::Registry) -> Self {
+        Self {
+            connections: crate::metrics::register(
+                registry,
+                prometheus::IntGaugeVec::new(
+                    prometheus::Opts::new(
+                        "db_pool_connections",
+                        "Database pool connections by state.",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric"),
+            ),
+        }
+    }
+
+    pub fn set(&self, db: &Database) {
+        let (in_use, idle) = db.pool_usage();
+        self.connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(in_use));
+        self.connections
+            .with_label_values(&["idle"])
+            .set(i64::from(idle));
     }
 }
 
@@ -371,10 +443,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        // Postgres classes 08 (connection exception) and 57P (operator intervention).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        // Postgres classes 08 (connection exception) and 57P (operator intervention);
+        // SQLite BUSY (5), LOCKED (6) and BUSY_RECOVERY (261) / BUSY_SNAPSHOT (517) after the
+        // busy timeout: contention, retryable.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P") || matches!(&*c, "5" | "6" | "261" | "517")
+        }),
         _ => false,
     }
 }

@@ -10,7 +10,8 @@
 //! - [`redis`]: a Redis connection made in the background and kept.
 //! - [`settings`]: reading typed settings from the environment (invalid = exit 64).
 //! - [`telemetry`]: `tracing` set-up shared by every binary.
-//! - [`db`]: one place that decides how SQLite and Postgres are both supported.
+//! - [`db`]: one place that decides how SQLite and Postgres are both supported (and the
+//!   pool gauge).
 //! - [`signing`]: the signed identity and the internal-endpoint token.
 //! - [`idempotency`]: `Idempotency-Key` on writes: claim, replay, complete in the write's
 //!   transaction.
@@ -19,12 +20,14 @@
 //! - [`webhooks`]: the internal message that queues an outbound webhook event.
 //! - [`wire`]: every message between the binaries (key lookup, key record, change feed,
 //!   usage report, Redis record, audit events), one serde type each.
+//! - [`lifecycle`]: the life of every axum service — admin listener, audit relay,
+//!   idempotency purge, graceful drain, outbox flush — written once.
 //! - [`outbox`]: the audit outbox every writing service shares, and its relay.
 //! - [`backoff`]: capped exponential backoff with jitter, for every retry loop.
 //! - [`http_client`]: outgoing HTTP clients, timeouts mandatory.
 //!
 //! The axum/sqlx scaffolding the services share (`admin`, `db`, `http`, `idempotency`,
-//! `outbox`, `shutdown`, the metrics middleware, the identity extractors, the error
+//! `lifecycle`, `outbox`, `shutdown`, the metrics middleware, the identity extractors, the error
 //! response) is behind the `service` feature, which the gateway does not enable: its
 //! dependency tree has neither axum nor sqlx.
 //!
@@ -43,6 +46,8 @@ pub mod http_client;
 #[cfg(feature = "service")]
 pub mod idempotency;
 pub mod identity;
+#[cfg(feature = "service")]
+pub mod lifecycle;
 pub mod metrics;
 #[cfg(feature = "service")]
 pub mod outbox;

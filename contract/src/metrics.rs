@@ -85,39 +85,6 @@ impl HttpMetrics {
     }
 }
 
-/// `db_pool_connections{state="in_use"|"idle"}`, refreshed at each scrape.
-#[cfg(feature = "service")]
-#[derive(Clone)]
-pub struct PoolMetrics {
-    connections: prometheus::IntGaugeVec,
-}
-
-#[cfg(feature = "service")]
-impl PoolMetrics {
-    pub fn new(registry: &Registry) -> Self {
-        Self {
-            connections: register(
-                registry,
-                prometheus::IntGaugeVec::new(
-                    Opts::new("db_pool_connections", "Database pool connections by state."),
-                    &["state"],
-                )
-                .expect("valid metric"),
-            ),
-        }
-    }
-
-    pub fn set(&self, db: &crate::db::Database) {
-        let (in_use, idle) = db.pool_usage();
-        self.connections
-            .with_label_values(&["in_use"])
-            .set(i64::from(in_use));
-        self.connections
-            .with_label_values(&["idle"])
-            .set(i64::from(idle));
-    }
-}
-
 /// A method label from a bounded set.
 pub fn method_label(m: &http::Method) -> &'static str {
     match *m {

@@ -13,10 +13,8 @@ pub enum ApiError {
     Unauthenticated,
     #[error("session required")]
     SessionRequired,
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] rl_contract::db::StoreError),
     #[error("{}", .0.message)]
     Envelope(ErrorResponse),
 }
@@ -29,17 +27,7 @@ impl From<ErrorResponse> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if rl_contract::idempotency::is_claim_lost(&e) {
-            // Another attempt took over this Idempotency-Key: nothing was written here.
-            Self::Envelope(ErrorResponse::new(
-                ErrorCode::Conflict,
-                "A request with this Idempotency-Key is still in progress. Retry shortly.",
-            ))
-        } else if rl_contract::db::is_unavailable(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Database(e)
-        }
+        Self::Store(e.into())
     }
 }
 
@@ -51,11 +39,8 @@ impl IntoResponse for ApiError {
             Self::NotFound => (ErrorCode::NotFound, self.to_string()),
             Self::Unauthenticated => (ErrorCode::Unauthorized, messages::MISSING_BEARER.to_owned()),
             Self::SessionRequired => (ErrorCode::Forbidden, messages::SESSION_REQUIRED.to_owned()),
-            Self::Unavailable(e) | Self::Database(e) => {
-                let r = rl_contract::db::error_response(
-                    e,
-                    "The key store is temporarily unavailable. Retry shortly.",
-                );
+            Self::Store(e) => {
+                let r = e.response("The key store is temporarily unavailable. Retry shortly.");
                 (r.code, r.message)
             }
         };

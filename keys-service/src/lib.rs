@@ -75,10 +75,8 @@ pub enum StartError {
     Database(#[from] rl_contract::db::DbError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
-    #[error("server: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Lifecycle(#[from] rl_contract::lifecycle::LifecycleError),
     #[error("http client: {0}")]
     HttpClient(#[from] reqwest::Error),
 }
@@ -94,11 +92,9 @@ impl Application {
         let db = Database::connect(settings.database_url.expose_secret(), &settings.pool).await?;
         db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
             .await?;
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .map_err(|e| StartError::Listen(settings.listen_addr, e))?;
+        let listener = rl_contract::lifecycle::bind(settings.listen_addr).await?;
         tracing::info!(
-            addr = %listener.local_addr().map_err(StartError::Serve)?,
+            addr = %settings.listen_addr,
             database = db.backend.as_str(),
             "keys-service listening"
         );
@@ -137,46 +133,34 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let state = self.state.clone();
-        let stop = rl_contract::shutdown::flag(shutdown);
-        let admin_addr = state.settings.admin_addr;
-        let admin = rl_contract::admin::router(
-            state.metrics.registry.clone(),
-            rl_contract::db::readiness(state.store.database().clone(), stop.clone()),
-            Some(on_scrape(state.clone())),
-        );
-        let admin_stop = {
-            let stop = stop.clone();
-            async move {
-                rl_contract::shutdown::stopped(stop).await;
-                // Keep answering probes (not ready) while requests drain.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        };
-        let bound = rl_contract::admin::spawn(admin_addr, admin, admin_stop)
-            .await
-            .map_err(|e| StartError::Listen(admin_addr, e))?;
-        tracing::info!(addr = %bound, "keys-service admin listening");
-
-        let changes = state.changes.clone();
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                rl_contract::shutdown::stopped(stop).await;
-                changes.close();
-            }
-        });
-        let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
-        let relay = rl_contract::outbox::Relay::new(
+        let state = self.state;
+        let mut running = rl_contract::lifecycle::start(
+            "keys-service",
+            state.store.database().clone(),
+            rl_contract::lifecycle::Admin {
+                addr: state.settings.admin_addr,
+                registry: state.metrics.registry.clone(),
+                pool: state.metrics.pool.clone(),
+                on_scrape: Some(on_scrape(state.clone())),
+            },
+            shutdown,
+        )
+        .await?;
+        running.spawn_relay(rl_contract::outbox::Relay::new(
             state.store.database().clone(),
             &state.settings.audit_service_url,
             state.relay.clone(),
             state.settings.relay_max_backoff,
             state.metrics.relay_events.clone(),
             state.secrets.internal_token(),
-        )?;
-        let relay_task = tokio::spawn(relay.run(relay_stopped));
-        tokio::spawn(purge_idempotency_keys(state.clone()));
+        )?);
+        running.spawn_idempotency_purge(state.settings.idempotency.retention);
+        // Long-polling gateways are answered at once when the service stops.
+        let (changes, stop) = (state.changes.clone(), running.stop());
+        tokio::spawn(async move {
+            rl_contract::shutdown::stopped(stop).await;
+            changes.close();
+        });
         if let Some(redis) = state.redis.clone() {
             // Changes Redis missed are retried until it answers again.
             tokio::spawn(async move {
@@ -188,32 +172,10 @@ impl Application {
             });
         }
         let grace = state.settings.shutdown_grace;
-        let app = routes::router(state);
-        let served = rl_contract::shutdown::serve(self.listener, app, stop, grace)
-            .await
-            .map_err(StartError::Serve);
-        // In-flight requests are done; flush what they wrote to the outbox.
-        stop_relay.send_replace(true);
-        let _ = relay_task.await;
-        tracing::info!("keys-service stopped");
-        served
-    }
-}
-
-/// Drop idempotency records past their retention, every few minutes (and once at start).
-async fn purge_idempotency_keys(state: AppState) {
-    let every = (state.settings.idempotency.retention / 10).clamp(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(300),
-    );
-    loop {
-        let now = rl_contract::time_fmt::now_ms();
-        match rl_contract::idempotency::purge_expired(state.store.database(), now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(purged = n, "idempotency records past retention removed"),
-            Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
-        }
-        tokio::time::sleep(every).await;
+        running
+            .serve(self.listener, routes::router(state), grace, async {})
+            .await?;
+        Ok(())
     }
 }
 
@@ -221,7 +183,6 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
     Arc::new(move || {
         let state = state.clone();
         Box::pin(async move {
-            state.metrics.pool.set(state.store.database());
             if let Ok(n) = rl_contract::outbox::backlog(state.store.database()).await {
                 state.metrics.outbox_backlog.set(n);
             }
@@ -232,10 +193,7 @@ fn on_scrape(state: AppState) -> rl_contract::admin::OnScrape {
 
 /// Apply the migrations and return (the Kubernetes migration Job runs `<binary> migrate`).
 pub async fn migrate(settings: &rl_contract::db::DatabaseSettings) -> Result<(), StartError> {
-    let db = Database::connect(settings.url.expose_secret(), &settings.pool).await?;
-    db.migrate(store::MIGRATIONS_TABLE, store::MIGRATIONS)
-        .await?;
-    tracing::info!(database = db.backend.as_str(), "migrations applied");
+    rl_contract::lifecycle::migrate(settings, store::MIGRATIONS_TABLE, store::MIGRATIONS).await?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! keys-service's Prometheus metrics.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
-use rl_contract::metrics::{HttpMetrics, PoolMetrics, register};
+use rl_contract::db::PoolMetrics;
+use rl_contract::metrics::{HttpMetrics, register};
 
 #[derive(Clone)]
 pub struct Metrics {

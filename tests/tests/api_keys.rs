@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Backend, ORG, Stack, assert_envelope, status_json};
+use common::{Backend, ORG, Stack, assert_envelope, eventually, status_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -469,7 +469,23 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every write path has reached audit-service too (through the outbox).
+    eventually(
+        "the key's three audit events",
+        Duration::from_secs(10),
+        || async {
+            let (_, feed) = status_json(
+                stack
+                    .as_dev(Method::GET, "/v1/audit-events?limit=100", ORG)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            feed["data"].as_array().map(Vec::len) == Some(3)
+        },
+    )
+    .await;
 
     let secret_body = &key[8..];
     match backend {
@@ -489,16 +505,31 @@ async fn the_plaintext_is_stored_nowhere(backend: Backend) {
         }
         Backend::Postgres => {
             sqlx::any::install_default_drivers();
+            // Every table of both databases, listed from the catalogue (a failing query
+            // fails the test: nothing is skipped).
             for url in [&stack.keys_db, &stack.audit_db] {
                 let pool = sqlx::AnyPool::connect(url).await.unwrap();
-                for table in ["api_keys", "audit_outbox", "audit_events"] {
+                let tables: Vec<String> = sqlx::query(
+                    "SELECT table_name::text AS name FROM information_schema.tables \
+                     WHERE table_schema = 'public'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| sqlx::Row::get(row, "name"))
+                .collect();
+                assert!(tables.len() >= 2, "{url}: tables {tables:?}");
+                for table in tables {
                     let q = format!(
-                        "SELECT COALESCE(string_agg(t::text, '|'), '') AS dump FROM {table} t"
+                        "SELECT COALESCE(string_agg(t::text, '|'), '') AS dump FROM \"{table}\" t"
                     );
-                    if let Ok(row) = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_one(&pool).await {
-                        let dump: String = sqlx::Row::get(&row, "dump");
-                        assert!(!dump.contains(secret_body), "plaintext in {table}");
-                    }
+                    let row = sqlx::query(sqlx::AssertSqlSafe(q))
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap_or_else(|e| panic!("reading {table}: {e}"));
+                    let dump: String = sqlx::Row::get(&row, "dump");
+                    assert!(!dump.contains(secret_body), "plaintext in {table}");
                 }
                 pool.close().await;
             }
@@ -532,14 +563,22 @@ async fn expiry_is_derived_when_read_and_enforced(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "usable before expiry");
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    // The gateway's cache still holds the record; expiry is checked on every request.
-    let (s, b) = status_json(
-        stack
-            .with_key(Method::GET, "/v1/payment-intents", key)
-            .send()
-            .await
-            .unwrap(),
+    // The gateway's cache still holds the record; expiry is checked on every request, so
+    // the key stops working within moments of its expiry, not when the cache entry ages out.
+    let (s, b) = eventually(
+        "the key refused after expiry",
+        Duration::from_secs(5),
+        || async {
+            let (s, b) = status_json(
+                stack
+                    .with_key(Method::GET, "/v1/payment-intents", key)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            (s != 200).then_some((s, b))
+        },
     )
     .await;
     assert_eq!(s, 401);

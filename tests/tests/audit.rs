@@ -7,7 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{Backend, ORG, Stack, assert_envelope, status_json};
+use common::{Backend, ORG, Stack, assert_envelope, consistently, eventually, status_json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -113,16 +113,16 @@ async fn a_key_lifecycle_shows_three_events_newest_first(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let page = loop {
-        let (s, page) = feed(&stack, ORG, "limit=100").await;
-        assert_eq!(s, 200, "{page}");
-        if page["data"].as_array().unwrap().len() >= 3 {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "events did not arrive: {page}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let page = eventually(
+        "three events in the feed",
+        Duration::from_secs(10),
+        || async {
+            let (s, page) = feed(&stack, ORG, "limit=100").await;
+            assert_eq!(s, 200, "{page}");
+            (page["data"].as_array().unwrap().len() >= 3).then_some(page)
+        },
+    )
+    .await;
     let data = page["data"].as_array().unwrap();
     assert_eq!(data.len(), 3, "{page}");
     let types: Vec<&str> = data
@@ -538,37 +538,54 @@ async fn the_outbox_delivers_everything_after_an_audit_outage(backend: Backend) 
         "key management blocked on audit: {management_time:?}"
     );
     let total: usize = expected.values().sum();
-    // Stay down long enough for several failed deliveries and backoff.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // Failed deliveries are counted on their rows (on Postgres too: the statement once used
     // `?` placeholders and its error was discarded).
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&stack.keys_db).await.unwrap();
-    let row = sqlx::query("SELECT MIN(attempts) AS lo, MAX(attempts) AS hi FROM audit_outbox")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let (lo, hi): (i64, i64) = (sqlx::Row::get(&row, "lo"), sqlx::Row::get(&row, "hi"));
-    assert!(
-        lo >= 1 && hi >= 2,
-        "delivery attempts not recorded: min {lo}, max {hi}"
-    );
+    eventually(
+        "failed deliveries recorded on the outbox rows",
+        Duration::from_secs(10),
+        || async {
+            let row =
+                sqlx::query("SELECT MIN(attempts) AS lo, MAX(attempts) AS hi FROM audit_outbox")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let (lo, hi): (i64, i64) = (sqlx::Row::get(&row, "lo"), sqlx::Row::get(&row, "hi"));
+            if lo >= 1 && hi >= 2 {
+                Ok(())
+            } else {
+                Err(format!("attempts min {lo}, max {hi}"))
+            }
+        },
+    )
+    .await;
     pool.close().await;
     stack.audit.start();
     let client = stack.client.clone();
     let livez = format!("{}/livez", stack.audit_url);
     common::wait_http(&client, &livez, &mut stack.audit).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ids = loop {
-        // Read audit-service directly: the gateway route is the same data.
-        let ids = all_ids(&stack, ORG, "").await;
-        if ids.len() >= total || Instant::now() > deadline {
-            break ids;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // Give any duplicate a chance to appear before counting.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Read audit-service directly: the gateway route is the same data.
+    let ids = eventually(
+        "every event delivered after the restart",
+        Duration::from_secs(30),
+        || async {
+            let ids = all_ids(&stack, ORG, "").await;
+            if ids.len() >= total {
+                Ok(ids)
+            } else {
+                Err(format!("{} of {total}", ids.len()))
+            }
+        },
+    )
+    .await;
+    // No duplicate appears later either.
+    consistently(
+        "no event delivered twice",
+        Duration::from_millis(1500),
+        || async { all_ids(&stack, ORG, "").await.len() == total },
+    )
+    .await;
     let ids_after = all_ids(&stack, ORG, "").await;
     let unique: HashSet<&String> = ids_after.iter().collect();
     eprintln!(
@@ -591,18 +608,16 @@ async fn the_outbox_delivers_everything_after_an_audit_outage(backend: Backend) 
     // And the outbox is empty: delivered rows were deleted, not redelivered forever.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&stack.keys_db).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the outbox emptied", Duration::from_secs(10), || async {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM audit_outbox")
             .fetch_one(&pool)
             .await
             .unwrap();
-        let n: i64 = sqlx::Row::get(&row, "n");
-        if n == 0 {
-            break;
+        match sqlx::Row::get::<i64, _>(&row, "n") {
+            0 => Ok(()),
+            n => Err(format!("{n} rows left")),
         }
-        assert!(Instant::now() < deadline, "{n} rows left in the outbox");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     pool.close().await;
 }

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    Backend, ORG, Proc, Stack, StackOptions, assert_envelope, bin, free_port, status_json,
-    wait_http,
+    Backend, ORG, Stack, StackOptions, assert_envelope, consistently, eventually, status_json,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -45,9 +44,9 @@ async fn keys_of(stack: &Stack, org: &str) -> Vec<Value> {
     v["data"].as_array().unwrap().clone()
 }
 
+/// The number of `api_key.created` events of `org` once `expect` have arrived through the
+/// outbox and no more come for a while.
 async fn created_events(stack: &Stack, org: &str, expect: usize) -> usize {
-    // Audit events arrive through the outbox: wait for `expect`, then make sure no more come.
-    let deadline = Instant::now() + Duration::from_secs(15);
     let count = || async {
         let r = stack
             .as_dev(
@@ -60,10 +59,16 @@ async fn created_events(stack: &Stack, org: &str, expect: usize) -> usize {
             .unwrap();
         status_json(r).await.1["data"].as_array().unwrap().len()
     };
-    while count().await < expect && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually("the created events", Duration::from_secs(15), || async {
+        count().await >= expect
+    })
+    .await;
+    consistently(
+        "no further created event",
+        Duration::from_millis(700),
+        || async { count().await == expect },
+    )
+    .await;
     count().await
 }
 
@@ -171,24 +176,8 @@ async fn a_different_request_under_the_same_key_is_422(backend: Backend) {
 async fn concurrent_duplicates_write_once_across_replicas(backend: Backend) {
     let stack = Stack::start(backend).await;
     // A second keys-service replica on the same database (on SQLite: the same file).
-    let port = free_port();
-    let second_url = format!("http://127.0.0.1:{port}");
-    let mut second = Proc::spawn(
-        "keys-service-2",
-        &bin("keys-service"),
-        &[
-            ("KEYS_LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-            (
-                "KEYS_ADMIN_ADDR".to_owned(),
-                format!("127.0.0.1:{}", free_port()),
-            ),
-            ("DATABASE_URL".to_owned(), stack.keys_db.clone()),
-            ("AUDIT_SERVICE_URL".to_owned(), stack.audit_url.clone()),
-            ("IDENTITY_SIGNING_SECRET".to_owned(), stack.secret.clone()),
-        ],
-        stack.dir.path(),
-    );
-    wait_http(&stack.client, &format!("{second_url}/livez"), &mut second).await;
+    let second = stack.start_keys_replica("keys-service-2", &[]).await;
+    let second_url = second.url.clone();
     let sent = 40;
     let mut tasks = Vec::new();
     for i in 0..sent {
@@ -356,21 +345,18 @@ async fn records_expire_after_the_retention(backend: Backend) {
     // Purged in the background (every second at this retention): the key is new again.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&stack.keys_db).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_keys")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if sqlx::Row::get::<i64, _>(&row, "n") == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "idempotency records were not purged"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "idempotency records purged",
+        Duration::from_secs(10),
+        || async {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM idempotency_keys")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            sqlx::Row::get::<i64, _>(&row, "n") == 0
+        },
+    )
+    .await;
     pool.close().await;
     let r = create(&stack, ORG, "short", BODY).send().await.unwrap();
     assert_eq!(r.status(), 201);
@@ -408,17 +394,26 @@ async fn updates_and_revokes_replay_too(backend: Backend) {
     assert_eq!(r2.headers()["idempotent-replayed"], "true");
     assert_eq!(r2.json::<Value>().await.unwrap(), r1);
     // Audit: one update and one revoke, however many retries.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = stack
-        .as_dev(Method::GET, "/v1/audit-events?limit=100", ORG)
-        .send()
-        .await
-        .unwrap();
-    let events = status_json(r).await.1["data"].as_array().unwrap().clone();
-    let count = |t: &str| events.iter().filter(|e| e["eventType"] == t).count();
-    assert_eq!(
-        (count("api_key.updated"), count("api_key.revoked")),
-        (1, 1),
-        "{events:?}"
-    );
+    let counts = || async {
+        let r = stack
+            .as_dev(Method::GET, "/v1/audit-events?limit=100", ORG)
+            .send()
+            .await
+            .unwrap();
+        let events = status_json(r).await.1["data"].as_array().unwrap().clone();
+        let count = |t: &str| events.iter().filter(|e| e["eventType"] == t).count();
+        (count("api_key.updated"), count("api_key.revoked"))
+    };
+    eventually(
+        "the update and revoke events",
+        Duration::from_secs(15),
+        || async { counts().await == (1, 1) },
+    )
+    .await;
+    consistently(
+        "one update and one revoke event",
+        Duration::from_secs(1),
+        || async { counts().await == (1, 1) },
+    )
+    .await;
 }

@@ -6,8 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Backend, ORG, Proc, Stack, StackOptions, assert_envelope, bin, free_port, signed_request,
-    status_json,
+    Backend, ORG, Service, Stack, StackOptions, assert_envelope, kv, signed_request, status_json,
 };
 use reqwest::Method;
 use rl_contract::signing::{INTERNAL_TOKEN_HEADER, SIGNATURE_HEADER, Secrets, TIMESTAMP_HEADER};
@@ -237,39 +236,31 @@ async fn the_secret_rotates_without_downtime() {
 async fn a_service_without_a_secret_refuses_to_start_unless_told_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("k.db").display());
-    let port = free_port();
-    let base = vec![
-        ("KEYS_LISTEN_ADDR".to_owned(), format!("127.0.0.1:{port}")),
-        (
-            "KEYS_ADMIN_ADDR".to_owned(),
-            format!("127.0.0.1:{}", free_port()),
-        ),
-        ("DATABASE_URL".to_owned(), db),
-    ];
-    let mut p = Proc::spawn("keys-no-secret", &bin("keys-service"), &base, dir.path());
+    let base = vec![kv("DATABASE_URL", db)];
+    let launch = |name: &str, extra: Option<(&str, &str)>| {
+        let mut env = base.clone();
+        env.extend(extra.map(|(k, v)| kv(k, v)));
+        Service::launch(name, "keys-service", "KEYS", &env, dir.path())
+    };
+    let mut p = launch("keys-no-secret", None).proc;
     assert_eq!(
         p.wait_exit(Duration::from_secs(10)),
         Some(64),
         "{}",
         p.logs()
     );
-    let mut short = base.clone();
-    short.push(("IDENTITY_SIGNING_SECRET".into(), "short".into()));
-    let mut p = Proc::spawn(
+    let mut p = launch(
         "keys-short-secret",
-        &bin("keys-service"),
-        &short,
-        dir.path(),
-    );
+        Some(("IDENTITY_SIGNING_SECRET", "short")),
+    )
+    .proc;
     assert_eq!(
         p.wait_exit(Duration::from_secs(10)),
         Some(64),
         "a short secret was accepted"
     );
-    let mut off = base.clone();
-    off.push(("IDENTITY_VERIFICATION".into(), "off".into()));
-    let mut p = Proc::spawn("keys-dev", &bin("keys-service"), &off, dir.path());
-    let client = reqwest::Client::new();
-    common::wait_http(&client, &format!("http://127.0.0.1:{port}/livez"), &mut p).await;
-    assert!(p.logs().contains("IDENTITY_VERIFICATION=off"));
+    let dev = launch("keys-dev", Some(("IDENTITY_VERIFICATION", "off")))
+        .ready(&reqwest::Client::new(), "/livez")
+        .await;
+    assert!(dev.proc.logs().contains("IDENTITY_VERIFICATION=off"));
 }

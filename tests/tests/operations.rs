@@ -6,12 +6,13 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{any, get};
 use common::{
-    Backend, LocalServer, ORG, Proc, Stack, StackOptions, bin, free_port, status_json, wait_http,
+    Backend, LocalServer, ORG, Proc, Stack, StackOptions, eventually, kv, spawn_service,
+    status_json,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -22,19 +23,21 @@ async fn health(stack: &Stack) -> (u16, Value) {
 
 /// Poll /health until `want` (or fail after 5 s).
 async fn health_becomes(stack: &Stack, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (s, body) = health(stack).await;
-        if body["status"] == want {
-            assert_eq!(s, if want == "ok" { 200 } else { 503 }, "{body}");
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "health never became {want}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (s, body) = eventually(
+        &format!("health {want}"),
+        Duration::from_secs(5),
+        || async {
+            let (s, body) = health(stack).await;
+            if body["status"] == want {
+                Ok((s, body))
+            } else {
+                Err(body.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(s, if want == "ok" { 200 } else { 503 }, "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,30 +87,22 @@ async fn a_flood_of_health_calls_is_not_a_flood_of_checks() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut health = Proc::spawn(
-        "health-service",
-        &bin("health-service"),
-        &[
-            ("HEALTH_LISTEN_ADDR".into(), format!("127.0.0.1:{port}")),
-            (
-                "HEALTH_ADMIN_ADDR".into(),
-                format!("127.0.0.1:{}", free_port()),
-            ),
-            ("KEYS_SERVICE_URL".into(), dependency.url()),
-            ("AUDIT_SERVICE_URL".into(), dependency.url()),
-            ("HEALTH_CACHE_TTL_MS".into(), "1500".into()),
-        ],
-        dir.path(),
-    );
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/health");
-    wait_http(
+    let health = spawn_service(
         &client,
-        &format!("http://127.0.0.1:{port}/livez"),
-        &mut health,
+        "health-service",
+        "health-service",
+        "HEALTH",
+        &[
+            kv("KEYS_SERVICE_URL", dependency.url()),
+            kv("AUDIT_SERVICE_URL", dependency.url()),
+            kv("HEALTH_CACHE_TTL_MS", "1500"),
+        ],
+        "/livez",
+        dir.path(),
     )
     .await;
+    let url = format!("{}/health", health.url);
     let results = futures::future::join_all((0..300).map(|_| client.get(&url).send())).await;
     for r in results {
         assert_eq!(r.unwrap().status(), 200);
@@ -115,9 +110,16 @@ async fn a_flood_of_health_calls_is_not_a_flood_of_checks() {
     let n = calls.load(Ordering::SeqCst);
     // Two dependencies, one round of checks (two if the interval rolled over).
     assert!(n <= 4, "{n} dependency checks for 300 /health calls");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
-    assert!(calls.load(Ordering::SeqCst) > n, "the cache never expired");
+    // The cached result expires: a later call checks again.
+    eventually(
+        "a fresh round of checks",
+        Duration::from_secs(5),
+        || async {
+            assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+            calls.load(Ordering::SeqCst) > n
+        },
+    )
+    .await;
 }
 
 fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
@@ -327,9 +329,17 @@ async fn the_request_id_travels_end_to_end() {
         .unwrap();
     let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 36);
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let lines_with = |logs: &str, id: &str| logs.lines().filter(|l| l.contains(id)).count();
-    let keys_logs = stack.keys.logs();
+    let keys_logs = eventually(
+        "keys-service logging both request ids",
+        Duration::from_secs(5),
+        || async {
+            let logs = stack.keys.logs();
+            (lines_with(&logs, "e2e-trace-0001") >= 1 && lines_with(&logs, "e2e-trace-0002") >= 1)
+                .then_some(logs)
+        },
+    )
+    .await;
     assert!(
         lines_with(&keys_logs, "e2e-trace-0001") >= 1,
         "keys-service never logged the request id"
@@ -351,9 +361,14 @@ async fn the_request_id_travels_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_flushes_usage() {
-    let slow = LocalServer::start(Router::new().fallback(any(|| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        "finished"
+    let arrived = Arc::new(AtomicU64::new(0));
+    let slow = LocalServer::start(Router::new().fallback(any({
+        let arrived = arrived.clone();
+        move || async move {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "finished"
+        }
     })))
     .await;
     let mut opts = StackOptions::new(Backend::Sqlite);
@@ -371,7 +386,12 @@ async fn sigterm_drains_in_flight_requests_and_flushes_usage() {
         let req = stack.with_key(Method::GET, "/v1/slow", &key);
         tokio::spawn(async move { req.send().await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        "the request in flight at the upstream",
+        Duration::from_secs(5),
+        || async { arrived.load(Ordering::SeqCst) == 1 },
+    )
+    .await;
     let pid = stack.gateway.pid();
     let stopper = tokio::task::spawn_blocking({
         let mut gw = std::mem::replace(

@@ -9,172 +9,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Backend, Proc, assert_envelope, bin, database, free_port, postgres_admin_url, status_json,
-    wait_http,
+    Backend, Replica, Stack, StackOptions, assert_envelope, consistently, database, eventually, kv,
+    postgres_admin_url, status_json,
 };
 use reqwest::Method;
 use serde_json::json;
 
 const ORG: &str = "org_topology";
 
-fn kv(k: &str, v: impl Into<String>) -> (String, String) {
-    (k.to_owned(), v.into())
-}
-
-/// A redis-server of the test's own, on a claimed port.
-fn redis_server(dir: &std::path::Path) -> Option<(Proc, String)> {
-    let path = std::env::var_os("PATH")?;
-    let exe = std::env::split_paths(&path)
-        .map(|d| d.join("redis-server"))
-        .find(|p| p.exists())?;
-    let port = free_port();
-    let mut p = Proc::spawn_with_args(
-        "redis",
-        &exe,
-        &[
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        &[],
-        dir,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(p.is_running(), "redis-server exited: {}", p.logs());
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((p, format!("redis://127.0.0.1:{port}")))
-}
-
-/// Held for their lifetime: dropping a `Proc` kills the process.
-#[allow(dead_code)]
-struct Node {
-    keys: Proc,
-    keys_url: String,
-    gateway: Proc,
-    gateway_url: String,
-}
-
+/// The production topology: `replicas` × (keys-service + gateway) sharing one database and
+/// one Redis — the first pair is the stack's own, the rest its replicas. `None` when this
+/// machine has no redis-server (a skip; a failure under `CI=true`).
 struct Cluster {
-    dir: tempfile::TempDir,
-    client: reqwest::Client,
-    redis: Proc,
-    redis_url: String,
-    keys_db: String,
-    _audit: Proc,
-    nodes: Vec<Node>,
-    _echo: common::LocalServer,
+    stack: Stack,
+    /// Held for their lifetime: dropping one stops its processes.
+    _replicas: Vec<Replica>,
+    /// Every gateway's URL, the stack's first.
+    gateways: Vec<String>,
 }
 
 impl Cluster {
-    /// `replicas` × (keys-service + gateway), sharing one database and one Redis.
     async fn start(
         backend: Backend,
         replicas: usize,
         keys_db_override: Option<String>,
     ) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let Some((redis, redis_url)) = redis_server(dir.path()) else {
-            common::skip("Redis tests: no redis-server on PATH");
-            return None;
-        };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap();
-        let echo = common::LocalServer::start(e2e::echo_router()).await;
-        let keys_db = match keys_db_override {
-            Some(db) => db,
-            None => database(backend, dir.path(), "keys").await,
-        };
-        let audit_db = database(backend, dir.path(), "audit").await;
-        let secret = common::new_secret();
-        let audit_port = free_port();
-        let audit_url = format!("http://127.0.0.1:{audit_port}");
-        let mut audit = Proc::spawn(
-            "audit-service",
-            &bin("audit-service"),
-            &[
-                kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
-                kv("AUDIT_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
-                kv("DATABASE_URL", audit_db),
-                kv("IDENTITY_SIGNING_SECRET", secret.clone()),
-            ],
-            dir.path(),
-        );
-        wait_http(&client, &format!("{audit_url}/livez"), &mut audit).await;
-        let mut nodes = Vec::new();
-        for i in 0..replicas {
-            let keys_port = free_port();
-            let keys_url = format!("http://127.0.0.1:{keys_port}");
-            let mut keys = Proc::spawn(
-                &format!("keys-service-{i}"),
-                &bin("keys-service"),
-                &[
-                    kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{keys_port}")),
-                    kv("KEYS_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
-                    kv("DATABASE_URL", keys_db.clone()),
-                    kv("AUDIT_SERVICE_URL", audit_url.clone()),
-                    kv("REDIS_URL", redis_url.clone()),
-                    kv("DATABASE_ACQUIRE_TIMEOUT_MS", "1000"),
-                    kv("IDENTITY_SIGNING_SECRET", secret.clone()),
-                ],
-                dir.path(),
-            );
-            wait_http(&client, &format!("{keys_url}/livez"), &mut keys).await;
-            let gw_port = free_port();
-            let gateway_url = format!("http://127.0.0.1:{gw_port}");
-            let mut gateway = Proc::spawn(
-                &format!("gateway-{i}"),
-                &bin("gateway"),
-                &[
-                    kv("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gw_port}")),
-                    kv("GATEWAY_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
-                    kv("KEYS_SERVICE_URL", keys_url.clone()),
-                    kv("AUDIT_SERVICE_URL", audit_url.clone()),
-                    kv("DEFAULT_UPSTREAM_URL", echo.url()),
-                    kv("REDIS_URL", redis_url.clone()),
-                    kv("AUTH_DEV_BYPASS", "1"),
-                    kv("GATEWAY_GRACE_PERIOD_SECONDS", "0"),
-                    kv("GATEWAY_KEY_CACHE_UNSYNCED_TTL_MS", "500"),
-                    kv("IDENTITY_SIGNING_SECRET", secret.clone()),
-                ],
-                dir.path(),
-            );
-            wait_http(&client, &format!("{gateway_url}/"), &mut gateway).await;
-            nodes.push(Node {
-                keys,
-                keys_url,
-                gateway,
-                gateway_url,
-            });
+        let mut opts = StackOptions::new(backend);
+        opts.redis = true;
+        opts.keys_db = keys_db_override;
+        opts.keys_env
+            .push(kv("DATABASE_ACQUIRE_TIMEOUT_MS", "1000"));
+        opts.gateway_env
+            .push(kv("GATEWAY_KEY_CACHE_UNSYNCED_TTL_MS", "500"));
+        let stack = Stack::try_start_with(opts).await?;
+        let mut others = Vec::new();
+        for n in 1..replicas {
+            others.push(stack.start_replica(n).await);
         }
-        let cluster = Self {
-            dir,
-            client,
-            redis,
-            redis_url,
-            keys_db,
-            _audit: audit,
-            nodes,
-            _echo: echo,
-        };
-        // Both gateways subscribed before the test starts measuring.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Some(cluster)
+        let gateways = std::iter::once(stack.gateway_url.clone())
+            .chain(others.iter().map(|r| r.gateway.url.clone()))
+            .collect();
+        Some(Self {
+            stack,
+            _replicas: others,
+            gateways,
+        })
     }
 
     async fn create_key(&self, node: usize) -> (String, String) {
         let (s, b) = status_json(
-            self.client
-                .post(format!("{}/v1/api-keys", self.nodes[node].gateway_url))
+            self.stack
+                .client
+                .post(format!("{}/v1/api-keys", self.gateways[node]))
                 .header("x-organization-id", ORG)
                 .json(&json!({"name": "replicated", "scopes": ["a"]}))
                 .send()
@@ -190,8 +76,9 @@ impl Cluster {
     }
 
     async fn call(&self, node: usize, key: &str) -> u16 {
-        self.client
-            .get(format!("{}/v1/x", self.nodes[node].gateway_url))
+        self.stack
+            .client
+            .get(format!("{}/v1/x", self.gateways[node]))
             .bearer_auth(key)
             .send()
             .await
@@ -202,10 +89,11 @@ impl Cluster {
 
     async fn revoke(&self, node: usize, id: &str) {
         let r = self
+            .stack
             .client
             .request(
                 Method::DELETE,
-                format!("{}/v1/api-keys/{id}", self.nodes[node].gateway_url),
+                format!("{}/v1/api-keys/{id}", self.gateways[node]),
             )
             .header("x-organization-id", ORG)
             .send()
@@ -271,40 +159,33 @@ async fn redis_down_degrades_to_keys_service_and_never_revives_a_revoked_key() {
     };
     let (revoked_key, revoked_id) = cluster.create_key(0).await;
     assert_eq!(cluster.call(0, &revoked_key).await, 200);
-    cluster.redis.kill();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let redis = cluster.stack.redis.as_mut().unwrap();
+    redis.proc.kill();
     // Verification continues through keys-service: new keys work, revocations hold.
     let (fresh, _) = cluster.create_key(0).await;
     assert_eq!(cluster.call(0, &fresh).await, 200);
     cluster.revoke(0, &revoked_id).await;
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while cluster.call(0, &revoked_key).await != 401 {
-        assert!(
-            Instant::now() < deadline,
-            "revoked key accepted while Redis is down"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the revoked key refused while Redis is down",
+        Duration::from_secs(1),
+        || async { cluster.call(0, &revoked_key).await == 401 },
+    )
+    .await;
     // Redis comes back (empty): the revoked key stays refused, the fresh one keeps working.
-    cluster.redis.start();
-    let redis_port = cluster
-        .redis_url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse::<u16>()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for _ in 0..20 {
-        assert_eq!(cluster.call(0, &revoked_key).await, 401);
-        assert_eq!(cluster.call(0, &fresh).await, 200);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = &cluster.dir;
+    let redis = cluster.stack.redis.as_mut().unwrap();
+    redis.proc.start();
+    redis.wait_up().await;
+    consistently(
+        "revoked key refused and fresh key accepted after Redis returns",
+        Duration::from_secs(2),
+        || async {
+            (
+                cluster.call(0, &revoked_key).await,
+                cluster.call(0, &fresh).await,
+            ) == (401, 200)
+        },
+    )
+    .await;
 }
 
 /// A TCP forwarder the test can cut and restore: the "network" between keys-service and
@@ -372,13 +253,22 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
     };
     let (key, _) = cluster.create_key(0).await;
     assert_eq!(cluster.call(0, &key).await, 200);
+    let keys_list = || {
+        cluster
+            .stack
+            .client
+            .get(format!("{}/v1/api-keys", cluster.gateways[0]))
+            .header("x-organization-id", ORG)
+            .send()
+    };
 
     link.cut();
     let started = Instant::now();
     let (s, b) = status_json(
         cluster
+            .stack
             .client
-            .post(format!("{}/v1/api-keys", cluster.nodes[0].gateway_url))
+            .post(format!("{}/v1/api-keys", cluster.gateways[0]))
             .header("x-organization-id", ORG)
             .json(&json!({"name": "during outage", "scopes": ["a"]}))
             .send()
@@ -389,49 +279,33 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
     assert_eq!(s, 503, "{b}");
     assert_envelope(&b, "service_unavailable");
     assert!(started.elapsed() < Duration::from_secs(10));
-    let (s, _) = status_json(
-        cluster
-            .client
-            .get(format!("{}/v1/api-keys", cluster.nodes[0].gateway_url))
-            .header("x-organization-id", ORG)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _) = status_json(keys_list().await.unwrap()).await;
     assert_eq!(s, 503);
     // A key already verified keeps working from the caches.
     assert_eq!(cluster.call(0, &key).await, 200);
 
     link.restore();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = cluster
-            .client
-            .get(format!("{}/v1/api-keys", cluster.nodes[0].gateway_url))
-            .header("x-organization-id", ORG)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            let body: serde_json::Value = r.json().await.unwrap();
-            let names: Vec<&str> = body["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["name"].as_str().unwrap())
-                .collect();
-            assert_eq!(
-                names,
-                ["replicated"],
-                "the failed create left something behind"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "keys-service never recovered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Direct check of the database: one key, one created event in the outbox or delivered.
+    let body = eventually(
+        "keys-service recovering after the database returns",
+        Duration::from_secs(20),
+        || async {
+            let (s, body) = status_json(keys_list().await.unwrap()).await;
+            (s == 200).then_some(body)
+        },
+    )
+    .await;
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["replicated"],
+        "the failed create left something behind"
+    );
+    // Direct check of the database: one key.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&direct).await.unwrap();
     let row = sqlx::query("SELECT COUNT(*) AS n FROM api_keys")
@@ -440,7 +314,6 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
         .unwrap();
     assert_eq!(sqlx::Row::get::<i64, _>(&row, "n"), 1);
     pool.close().await;
-    let _ = &cluster.keys_db;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,27 +325,24 @@ async fn replicas_starting_together_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(Backend::Postgres, dir.path(), "keys").await;
     let client = reqwest::Client::new();
-    let mut procs: Vec<(Proc, String)> = (0..4)
+    let env = [
+        kv("DATABASE_URL", db.clone()),
+        kv("IDENTITY_VERIFICATION", "off"),
+    ];
+    let launched: Vec<_> = (0..4)
         .map(|i| {
-            let port = free_port();
-            (
-                Proc::spawn(
-                    &format!("keys-{i}"),
-                    &bin("keys-service"),
-                    &[
-                        kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-                        kv("KEYS_ADMIN_ADDR", format!("127.0.0.1:{}", free_port())),
-                        kv("DATABASE_URL", db.clone()),
-                        kv("IDENTITY_VERIFICATION", "off"),
-                    ],
-                    dir.path(),
-                ),
-                format!("http://127.0.0.1:{port}/livez"),
+            common::Service::launch(
+                &format!("keys-{i}"),
+                "keys-service",
+                "KEYS",
+                &env,
+                dir.path(),
             )
         })
         .collect();
-    for (p, url) in &mut procs {
-        wait_http(&client, url, p).await;
+    let mut running = Vec::new();
+    for replica in launched {
+        running.push(replica.ready(&client, "/livez").await);
     }
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&db).await.unwrap();

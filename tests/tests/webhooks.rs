@@ -15,7 +15,10 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Backend, LocalServer, Proc, Stack, StackOptions, assert_envelope, status_json};
+use common::{
+    Backend, LocalServer, Proc, Stack, StackOptions, assert_envelope, consistently, eventually,
+    status_json,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -91,22 +94,6 @@ async fn attempts(stack: &Stack, event_id: &str) -> Vec<Value> {
     .await;
     assert_eq!(s, 200, "{b}");
     b["data"].as_array().unwrap().clone()
-}
-
-/// Poll `f` until it returns `Some`, for at most `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn event_status(stack: &Stack, id: &str) -> String {
@@ -192,7 +179,7 @@ impl Receiver {
     }
 
     async fn wait(&self, name: &str, n: usize, within: Duration) -> Vec<Value> {
-        eventually(within, &format!("{n} deliveries to {name}"), || async {
+        eventually(&format!("{n} deliveries to {name}"), within, || async {
             let log = self.log(name).await;
             (log.len() >= n).then_some(log)
         })
@@ -458,7 +445,7 @@ async fn endpoints_secret_shown_once_limits_and_audit(backend: Backend) {
     );
 
     // The audit trail shows every change — and never a secret.
-    let trail = eventually(Duration::from_secs(15), "the audit trail", || async {
+    let trail = eventually("the audit trail", Duration::from_secs(15), || async {
         let (_, b) = call(&stack, Method::GET, "/v1/audit-events?limit=100", None).await;
         let types: Vec<String> = b["data"]
             .as_array()?
@@ -583,7 +570,7 @@ async fn deliveries_verified_by_the_official_library(backend: Backend) {
     assert_eq!(body["data"], json!({"invoice": "in_1", "amount": 4200}));
     assert!(body["timestamp"].is_string());
     assert_v1a(d, paid["signingPublicKey"].as_str().unwrap());
-    eventually(Duration::from_secs(10), "status succeeded", || async {
+    eventually("status succeeded", Duration::from_secs(10), || async {
         (event_status(&stack, "evt_order_42").await == "succeeded").then_some(())
     })
     .await;
@@ -609,13 +596,17 @@ async fn deliveries_verified_by_the_official_library(backend: Backend) {
         assert_eq!(r.status(), 202);
     }
     receiver.wait("paid", 2, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        receiver.log("paid").await.len(),
-        2,
-        "one delivery per event, none twice"
-    );
-    assert!(receiver.log("other").await.is_empty());
+    consistently(
+        "one delivery per event, none twice, none to the other endpoint",
+        Duration::from_millis(800),
+        || async {
+            (
+                receiver.log("paid").await.len(),
+                receiver.log("other").await.len(),
+            ) == (2, 0)
+        },
+    )
+    .await;
 
     // Listing and filters.
     let (_, page) = call(
@@ -780,7 +771,7 @@ async fn retries_retry_after_gone_and_recovery(backend: Backend) {
                 && d["verified"] == json!(true)),
         "{log:?}"
     );
-    eventually(Duration::from_secs(10), "flaky succeeded", || async {
+    eventually("flaky succeeded", Duration::from_secs(10), || async {
         (event_status(&stack, "evt_flaky").await == "succeeded").then_some(())
     })
     .await;
@@ -815,8 +806,8 @@ async fn retries_retry_after_gone_and_recovery(backend: Backend) {
     // 410 Gone: one attempt, the endpoint disabled, nothing more queued for it.
     let gone_id = gone["id"].as_str().unwrap();
     let ep = eventually(
-        Duration::from_secs(15),
         "endpoint disabled by 410",
+        Duration::from_secs(15),
         || async {
             let (_, ep) = call(
                 &stack,
@@ -837,8 +828,12 @@ async fn retries_retry_after_gone_and_recovery(backend: Backend) {
         json!([]),
         "disabled endpoints get no new deliveries"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(receiver.log("gone").await.len(), 1);
+    consistently(
+        "no delivery to the disabled endpoint",
+        Duration::from_millis(700),
+        || async { receiver.log("gone").await.len() == 1 },
+    )
+    .await;
 
     // Re-enabling recovers the failed delivery.
     let (s, _) = call(
@@ -852,8 +847,8 @@ async fn retries_retry_after_gone_and_recovery(backend: Backend) {
     let log = receiver.wait("gone", 2, Duration::from_secs(15)).await;
     assert_eq!(log[1]["headers"]["webhook-id"], json!("evt_gone"));
     eventually(
-        Duration::from_secs(10),
         "recovered delivery succeeded",
+        Duration::from_secs(10),
         || async { (event_status(&stack, "evt_gone").await == "succeeded").then_some(()) },
     )
     .await;
@@ -910,7 +905,7 @@ async fn every_ssrf_class_is_refused(backend: Backend) {
     let url = format!("http://localhost:{}/x", target.addr.port());
     create_endpoint(&stack, &url, Value::Null).await;
     queue(&stack, "t.blocked", json!({}), Some("evt_blocked")).await;
-    let a = eventually(Duration::from_secs(15), "a blocked attempt", || async {
+    let a = eventually("a blocked attempt", Duration::from_secs(15), || async {
         let a = attempts(&stack, "evt_blocked").await;
         (!a.is_empty()).then_some(a)
     })
@@ -1002,7 +997,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing(backend: Backend) {
         .start_webhooks_replica("worker-a", &[kv("WEBHOOKS_WORKER_ENABLED", "1")])
         .await;
     queue(&stack, "k.kill", json!({"n": 1}), Some("evt_kill")).await;
-    eventually(Duration::from_secs(10), "worker A mid-delivery", || async {
+    eventually("worker A mid-delivery", Duration::from_secs(10), || async {
         (!hits_for(&hits, "/hold").is_empty()).then_some(())
     })
     .await;
@@ -1010,7 +1005,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing(backend: Backend) {
     let _b = stack
         .start_webhooks_replica("worker-b", &[kv("WEBHOOKS_WORKER_ENABLED", "1")])
         .await;
-    eventually(Duration::from_secs(20), "delivery taken over", || async {
+    eventually("delivery taken over", Duration::from_secs(20), || async {
         (event_status(&stack, "evt_kill").await == "succeeded").then_some(())
     })
     .await;
@@ -1055,7 +1050,7 @@ async fn a_failing_endpoint_does_not_slow_a_healthy_one(backend: Backend) {
     for i in 0..20 {
         queue(&stack, "t.mixed", json!({"i": i}), None).await;
     }
-    eventually(Duration::from_secs(20), "20 fast deliveries", || async {
+    eventually("20 fast deliveries", Duration::from_secs(20), || async {
         (hits_for(&hits, "/fast").len() >= 20).then_some(())
     })
     .await;
@@ -1090,11 +1085,14 @@ async fn two_workers_share_the_queue(backend: Backend) {
         )
         .await;
     }
-    eventually(Duration::from_secs(60), "180 deliveries", || async {
+    eventually("180 deliveries", Duration::from_secs(60), || async {
         (hits.lock().unwrap().len() >= 180).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    consistently("no delivery twice", Duration::from_secs(1), || async {
+        hits.lock().unwrap().len() == 180
+    })
+    .await;
     let all = hits.lock().unwrap().clone();
     assert_eq!(all.len(), 180, "no delivery twice");
     let mut seen = std::collections::HashSet::new();
@@ -1206,7 +1204,7 @@ async fn health_reports_stalled_workers_and_bad_settings_exit_64() {
         ],
     )
     .await;
-    let h = eventually(Duration::from_secs(10), "degraded health", || async {
+    let h = eventually("degraded health", Duration::from_secs(10), || async {
         let r = stack
             .client
             .get(format!("{}/health", stack.health_url))

@@ -19,10 +19,8 @@ pub enum ApiError {
     SessionRequired,
     #[error("internal: {0}")]
     Internal(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] rl_contract::db::StoreError),
     #[error("{}", .0.message)]
     Envelope(ErrorResponse),
 }
@@ -35,22 +33,8 @@ impl From<ErrorResponse> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if rl_contract::idempotency::is_claim_lost(&e) {
-            Self::Envelope(ErrorResponse::new(
-                ErrorCode::Conflict,
-                "A request with this Idempotency-Key is still in progress. Retry shortly.",
-            ))
-        } else if rl_contract::db::is_unavailable(&e) || is_busy(&e) {
-            Self::Unavailable(e)
-        } else {
-            Self::Database(e)
-        }
+        Self::Store(e.into())
     }
-}
-
-/// SQLite's "database is locked" after the busy timeout: contention, retryable (`503`).
-fn is_busy(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("5" | "6" | "517")))
 }
 
 impl IntoResponse for ApiError {
@@ -69,11 +53,8 @@ impl IntoResponse for ApiError {
                     "An internal error occurred.".to_owned(),
                 )
             }
-            Self::Unavailable(e) | Self::Database(e) => {
-                let r = rl_contract::db::error_response(
-                    e,
-                    "The webhook store is temporarily unavailable. Retry shortly.",
-                );
+            Self::Store(e) => {
+                let r = e.response("The webhook store is temporarily unavailable. Retry shortly.");
                 (r.code, r.message)
             }
         };

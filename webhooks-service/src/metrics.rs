@@ -2,7 +2,8 @@
 //! are fixed words.
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
-use rl_contract::metrics::{HttpMetrics, PoolMetrics, register};
+use rl_contract::db::PoolMetrics;
+use rl_contract::metrics::{HttpMetrics, register};
 
 #[derive(Clone)]
 pub struct Metrics {

@@ -271,21 +271,101 @@ pub async fn database(backend: Backend, dir: &Path, name: &str) -> String {
     }
 }
 
-/// Wait until `url` answers any HTTP status (or panic with the process logs).
-pub async fn wait_http(client: &reqwest::Client, url: &str, proc: &mut Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// What an [`eventually`] probe returns: done (with a value), or not yet (with what it saw,
+/// for the failure message).
+pub trait Outcome {
+    type Value;
+    fn check(self) -> Result<Self::Value, String>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn check(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err("false".into()) }
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn check(self) -> Result<T, String> {
+        self.ok_or_else(|| "None".into())
+    }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn check(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Poll `probe` until it succeeds and return its value; panic naming `what` and the last
+/// observation if it has not succeeded within `within`. The pause between probes starts at
+/// 5 ms and doubles up to 100 ms, so a fast condition costs little and a slow one few calls.
+/// Use this instead of a fixed sleep whenever the test waits for something observable.
+pub async fn eventually<O, F, Fut>(what: &str, within: Duration, mut probe: F) -> O::Value
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
     loop {
-        if client.get(url).send().await.is_ok() {
+        match probe().await.check() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                started.elapsed() < within,
+                "{what}: not within {within:?} (last seen: {last})"
+            ),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Assert `probe` holds at every check for the whole of `during` — for what must NOT happen
+/// (a second delivery, a revoked key accepted again). The one place a test lets time pass on
+/// purpose: absence can only be observed over a period.
+pub async fn consistently<O, F, Fut>(what: &str, during: Duration, mut probe: F)
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    let started = Instant::now();
+    loop {
+        if let Err(seen) = probe().await.check() {
+            panic!("{what}: broke after {:?} (seen: {seen})", started.elapsed());
+        }
+        if started.elapsed() >= during {
             return;
         }
-        if !proc.is_running() {
-            panic!("{} exited during start:\n{}", proc.name, proc.logs());
-        }
-        if Instant::now() > deadline {
-            panic!("{} did not start:\n{}", proc.name, proc.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(50).min(during)).await;
     }
+}
+
+/// Wait until `url` answers any HTTP status (or panic with the process logs).
+pub async fn wait_http(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    let name = proc.name.clone();
+    eventually(
+        &format!("{name} answering {url}"),
+        Duration::from_secs(30),
+        || {
+            let up = proc.is_running();
+            let logs = proc.logs();
+            let name = name.clone();
+            let request = client.get(url).send();
+            async move {
+                assert!(up, "{name} exited during start:\n{logs}");
+                request
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e}; its log:\n{logs}"))
+            }
+        },
+    )
+    .await;
 }
 
 /// An in-process HTTP server (the echo upstream, or a fake), stopped on drop.
@@ -317,12 +397,17 @@ impl Drop for LocalServer {
     }
 }
 
+/// What a test's stack consists of. Every black-box test starts its processes through
+/// [`Stack::start_with`]: one gateway by default, more with [`Stack::start_replica`];
+/// SQLite or Postgres; a Redis of its own with `redis`.
 #[derive(Clone)]
 pub struct StackOptions {
     pub backend: Backend,
     pub dev_bypass: bool,
     pub node_env: Option<&'static str>,
+    /// Extra settings for every gateway (the first and any replica).
     pub gateway_env: Vec<(String, String)>,
+    /// Extra settings for every keys-service replica.
     pub keys_env: Vec<(String, String)>,
     /// Extra settings for keys-service and audit-service alike.
     pub services_env: Vec<(String, String)>,
@@ -334,6 +419,12 @@ pub struct StackOptions {
     /// Extra settings for webhooks-service (and replicas started with
     /// [`Stack::start_webhooks_replica`]).
     pub webhooks_env: Vec<(String, String)>,
+    /// A redis-server of the stack's own; `REDIS_URL` for keys-service and every gateway.
+    /// When set, `start_with` returns once the gateway receives key-change notices.
+    pub redis: bool,
+    /// keys-service's database URL instead of a fresh one (e.g. through a link the test can
+    /// cut).
+    pub keys_db: Option<String>,
 }
 
 impl StackOptions {
@@ -348,15 +439,66 @@ impl StackOptions {
             upstream_url: None,
             webhooks: false,
             webhooks_env: Vec::new(),
+            redis: false,
+            keys_db: None,
         }
     }
 }
 
-/// A running webhooks-service replica.
-pub struct WebhooksReplica {
+/// A running service process: its public URL, its admin listener, the process.
+pub struct Service {
     pub url: String,
     pub admin: String,
     pub proc: Proc,
+}
+
+/// A running webhooks-service replica.
+pub type WebhooksReplica = Service;
+
+impl Service {
+    /// Start `binary` on fresh ports (`{prefix}_LISTEN_ADDR`, `{prefix}_ADMIN_ADDR`) with
+    /// `env`, without waiting for it (see [`Service::ready`]).
+    pub fn launch(
+        name: &str,
+        binary: &str,
+        prefix: &str,
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let mut all = vec![
+            kv(&format!("{prefix}_LISTEN_ADDR"), listen.clone()),
+            kv(&format!("{prefix}_ADMIN_ADDR"), admin.clone()),
+        ];
+        all.extend(env.iter().cloned());
+        Self {
+            url: format!("http://{listen}"),
+            admin: format!("http://{admin}"),
+            proc: Proc::spawn(name, &bin(binary), &all, log_dir),
+        }
+    }
+
+    /// Wait until `path` on its public port answers (panics with its log if it exits).
+    pub async fn ready(mut self, client: &reqwest::Client, path: &str) -> Self {
+        wait_http(client, &format!("{}{path}", self.url), &mut self.proc).await;
+        self
+    }
+}
+
+/// [`Service::launch`], then [`Service::ready`].
+pub async fn spawn_service(
+    client: &reqwest::Client,
+    name: &str,
+    binary: &str,
+    prefix: &str,
+    env: &[(String, String)],
+    ready_path: &str,
+    log_dir: &Path,
+) -> Service {
+    Service::launch(name, binary, prefix, env, log_dir)
+        .ready(client, ready_path)
+        .await
 }
 
 /// The webhooks-service of a stack: its database, the settings every replica shares, and
@@ -378,31 +520,73 @@ pub fn new_encryption_key() -> String {
     )
 }
 
-/// Start one webhooks-service replica with `env` (plus its own ports) and wait for `/livez`.
-pub async fn spawn_webhooks(
-    client: &reqwest::Client,
-    name: &str,
-    env: &[(String, String)],
-    log_dir: &Path,
-) -> WebhooksReplica {
-    let port = free_port();
-    let admin = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://127.0.0.1:{port}");
-    let mut all = vec![
-        kv("WEBHOOKS_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-        kv("WEBHOOKS_ADMIN_ADDR", admin.clone()),
-    ];
-    all.extend(env.iter().cloned());
-    let mut proc = Proc::spawn(name, &bin("webhooks-service"), &all, log_dir);
-    wait_http(client, &format!("{url}/livez"), &mut proc).await;
-    WebhooksReplica {
-        url,
-        admin: format!("http://{admin}"),
-        proc,
+/// A redis-server of the test's own, on a claimed port (it keeps nothing on disk).
+pub struct Redis {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+}
+
+impl Redis {
+    /// `None` when there is no `redis-server` on `PATH` (the caller skips).
+    pub async fn start(dir: &Path) -> Option<Self> {
+        let path = std::env::var_os("PATH")?;
+        let exe = std::env::split_paths(&path)
+            .map(|d| d.join("redis-server"))
+            .find(|p| p.exists())?;
+        let port = free_port();
+        let proc = Proc::spawn_with_args(
+            "redis",
+            &exe,
+            &[
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            &[],
+            dir,
+        );
+        let mut redis = Self {
+            proc,
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+        };
+        redis.wait_up().await;
+        Some(redis)
+    }
+
+    /// Wait until it accepts connections (after `start` or a restart).
+    pub async fn wait_up(&mut self) {
+        let port = self.port;
+        let logs = self.proc.logs();
+        assert!(self.proc.is_running(), "redis-server exited: {logs}");
+        eventually(
+            "redis-server accepting",
+            Duration::from_secs(10),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(drop)
+            },
+        )
+        .await;
     }
 }
 
-/// keys-service, audit-service and the gateway as real processes, plus an echo upstream.
+/// Another keys-service + gateway pair on the stack's database and Redis.
+pub struct Replica {
+    pub keys: Service,
+    pub gateway: Service,
+}
+
+/// The real processes of one test: keys-service, audit-service, health-service and the
+/// gateway (plus webhooks-service, Redis and more replicas when asked), and an in-process
+/// echo upstream. Everything stops when it is dropped.
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -423,9 +607,15 @@ pub struct Stack {
     pub health: Proc,
     /// When started with `StackOptions::webhooks`.
     pub webhooks: Option<Webhooks>,
+    /// When started with `StackOptions::redis`.
+    pub redis: Option<Redis>,
     pub echo: LocalServer,
     /// The identity-signing secret this stack shares.
     pub secret: String,
+    /// Settings every keys-service replica starts with (ports aside).
+    keys_env: Vec<(String, String)>,
+    /// Settings every gateway starts with (ports and `KEYS_SERVICE_URL` aside).
+    gateway_env: Vec<(String, String)>,
 }
 
 /// A fresh signing secret for one test stack.
@@ -433,8 +623,31 @@ pub fn new_secret() -> String {
     format!("test-secret-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn kv(k: &str, v: impl Into<String>) -> (String, String) {
+pub fn kv(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
+}
+
+/// Wait until the gateway behind `admin` receives key-change notices (feed or Redis).
+pub async fn wait_gateway_synced(client: &reqwest::Client, admin: &str) {
+    let url = format!("{admin}/metrics");
+    eventually(
+        "gateway_key_invalidation_connected 1",
+        Duration::from_secs(15),
+        || async {
+            let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+            let scrape =
+                prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).ok()?;
+            scrape
+                .samples
+                .iter()
+                .any(|s| {
+                    s.metric == "gateway_key_invalidation_connected"
+                        && matches!(s.value, prometheus_parse::Value::Gauge(v) if v == 1.0)
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 impl Stack {
@@ -442,56 +655,68 @@ impl Stack {
         Self::start_with(StackOptions::new(backend)).await
     }
 
-    pub async fn start_with(opts: StackOptions) -> Self {
+    /// The stack for `opts`; `None` only when `opts.redis` is set and this machine has no
+    /// redis-server (the caller returns: a skip, which fails under `CI=true`).
+    pub async fn try_start_with(opts: StackOptions) -> Option<Self> {
         let dir = tempfile::tempdir().expect("tempdir");
+        let redis = if opts.redis {
+            let Some(r) = Redis::start(dir.path()).await else {
+                skip("Redis tests: no redis-server on PATH");
+                return None;
+            };
+            Some(r)
+        } else {
+            None
+        };
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
         let echo = LocalServer::start(e2e::echo_router()).await;
-        let keys_port = free_port();
-        let audit_port = free_port();
-        let gateway_port = free_port();
-        let health_port = free_port();
-        let health_url = format!("http://127.0.0.1:{health_port}");
-        let [gateway_admin, keys_admin, audit_admin, health_admin] =
-            [(); 4].map(|()| format!("127.0.0.1:{}", free_port()));
-        let keys_url = format!("http://127.0.0.1:{keys_port}");
-        let audit_url = format!("http://127.0.0.1:{audit_port}");
         let secret = new_secret();
-        let keys_db = database(opts.backend, dir.path(), "keys").await;
+        let keys_db = match &opts.keys_db {
+            Some(db) => db.clone(),
+            None => database(opts.backend, dir.path(), "keys").await,
+        };
         let audit_db = database(opts.backend, dir.path(), "audit").await;
 
         let mut audit_env = vec![
-            kv("AUDIT_LISTEN_ADDR", format!("127.0.0.1:{audit_port}")),
-            kv("AUDIT_ADMIN_ADDR", audit_admin.clone()),
             kv("DATABASE_URL", audit_db.clone()),
             kv("IDENTITY_SIGNING_SECRET", secret.clone()),
         ];
         audit_env.extend(opts.services_env.iter().cloned());
-        let mut audit = Proc::spawn(
+        // The services start together; the gateway once they answer.
+        let audit = Service::launch(
             "audit-service",
-            &bin("audit-service"),
+            "audit-service",
+            "AUDIT",
             &audit_env,
             dir.path(),
         );
         let mut keys_env = vec![
-            kv("KEYS_LISTEN_ADDR", format!("127.0.0.1:{keys_port}")),
-            kv("KEYS_ADMIN_ADDR", keys_admin.clone()),
             kv("DATABASE_URL", keys_db.clone()),
-            kv("AUDIT_SERVICE_URL", audit_url.clone()),
+            kv("AUDIT_SERVICE_URL", audit.url.clone()),
             kv("KEYS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
             kv("IDENTITY_SIGNING_SECRET", secret.clone()),
         ];
+        if let Some(r) = &redis {
+            keys_env.push(kv("REDIS_URL", r.url.clone()));
+        }
         keys_env.extend(opts.services_env.iter().cloned());
         keys_env.extend(opts.keys_env.iter().cloned());
-        let mut keys = Proc::spawn("keys-service", &bin("keys-service"), &keys_env, dir.path());
+        let keys = Service::launch(
+            "keys-service",
+            "keys-service",
+            "KEYS",
+            &keys_env,
+            dir.path(),
+        );
         let webhooks = if opts.webhooks {
             let db = database(opts.backend, dir.path(), "webhooks").await;
             let encryption_key = new_encryption_key();
             let mut env = vec![
                 kv("DATABASE_URL", db.clone()),
-                kv("AUDIT_SERVICE_URL", audit_url.clone()),
+                kv("AUDIT_SERVICE_URL", audit.url.clone()),
                 kv("WEBHOOKS_AUDIT_RELAY_MAX_BACKOFF_MS", "500"),
                 kv("IDENTITY_SIGNING_SECRET", secret.clone()),
                 kv("WEBHOOKS_ENCRYPTION_KEY", encryption_key.clone()),
@@ -509,32 +734,28 @@ impl Stack {
             None
         };
         let mut health_env = vec![
-            kv("HEALTH_LISTEN_ADDR", format!("127.0.0.1:{health_port}")),
-            kv("HEALTH_ADMIN_ADDR", health_admin.clone()),
-            kv("KEYS_SERVICE_URL", keys_url.clone()),
-            kv("AUDIT_SERVICE_URL", audit_url.clone()),
+            kv("KEYS_SERVICE_URL", keys.url.clone()),
+            kv("AUDIT_SERVICE_URL", audit.url.clone()),
             kv("HEALTH_CACHE_TTL_MS", "200"),
         ];
         if let Some(w) = &webhooks {
             health_env.push(kv("WEBHOOKS_SERVICE_URL", w.main.url.clone()));
         }
-        let mut health = Proc::spawn(
+        let health = Service::launch(
             "health-service",
-            &bin("health-service"),
+            "health-service",
+            "HEALTH",
             &health_env,
             dir.path(),
         );
-        wait_http(&client, &format!("{audit_url}/livez"), &mut audit).await;
-        wait_http(&client, &format!("{keys_url}/livez"), &mut keys).await;
-        wait_http(&client, &format!("{health_url}/livez"), &mut health).await;
+        let audit = audit.ready(&client, "/livez").await;
+        let keys = keys.ready(&client, "/livez").await;
+        let health = health.ready(&client, "/livez").await;
 
-        let mut gw_env = vec![
-            kv("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gateway_port}")),
-            kv("GATEWAY_ADMIN_ADDR", gateway_admin.clone()),
+        let mut gateway_env = vec![
             kv("GATEWAY_THREADS", "2"),
-            kv("KEYS_SERVICE_URL", keys_url.clone()),
-            kv("AUDIT_SERVICE_URL", audit_url.clone()),
-            kv("HEALTH_SERVICE_URL", health_url.clone()),
+            kv("AUDIT_SERVICE_URL", audit.url.clone()),
+            kv("HEALTH_SERVICE_URL", health.url.clone()),
             // Outbound-webhook routes reach the echo upstream unless a test starts
             // webhooks-service itself.
             kv(
@@ -551,37 +772,90 @@ impl Stack {
             kv("GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", "2"),
             kv("IDENTITY_SIGNING_SECRET", secret.clone()),
         ];
+        if let Some(r) = &redis {
+            gateway_env.push(kv("REDIS_URL", r.url.clone()));
+        }
         if opts.dev_bypass {
-            gw_env.push(kv("AUTH_DEV_BYPASS", "1"));
+            gateway_env.push(kv("AUTH_DEV_BYPASS", "1"));
         }
         if let Some(env) = opts.node_env {
-            gw_env.push(kv("NODE_ENV", env));
+            gateway_env.push(kv("NODE_ENV", env));
         }
-        gw_env.extend(opts.gateway_env.iter().cloned());
-        let gateway_url = format!("http://127.0.0.1:{gateway_port}");
-        let mut gateway = Proc::spawn("gateway", &bin("gateway"), &gw_env, dir.path());
-        wait_http(&client, &format!("{gateway_url}/"), &mut gateway).await;
-        Self {
+        gateway_env.extend(opts.gateway_env.iter().cloned());
+        let gateway = spawn_gateway(&client, "gateway", &gateway_env, &keys.url, dir.path()).await;
+        if redis.is_some() {
+            wait_gateway_synced(&client, &gateway.admin).await;
+        }
+        Some(Self {
             dir,
             client,
-            gateway_url,
-            keys_url,
-            audit_url,
+            gateway_url: gateway.url,
+            keys_url: keys.url,
+            audit_url: audit.url,
             keys_db,
             audit_db,
-            health_url,
-            gateway_admin: format!("http://{gateway_admin}"),
-            keys_admin: format!("http://{keys_admin}"),
-            audit_admin: format!("http://{audit_admin}"),
-            health_admin: format!("http://{health_admin}"),
-            gateway,
-            keys,
-            audit,
-            health,
+            health_url: health.url,
+            gateway_admin: gateway.admin,
+            keys_admin: keys.admin,
+            audit_admin: audit.admin,
+            health_admin: health.admin,
+            gateway: gateway.proc,
+            keys: keys.proc,
+            audit: audit.proc,
+            health: health.proc,
             webhooks,
+            redis,
             echo,
             secret,
-        }
+            keys_env,
+            gateway_env,
+        })
+    }
+
+    /// [`Stack::try_start_with`] for options that need nothing this machine may lack.
+    pub async fn start_with(opts: StackOptions) -> Self {
+        assert!(
+            !opts.redis,
+            "a stack with Redis can be skipped: use try_start_with"
+        );
+        Self::try_start_with(opts)
+            .await
+            .expect("stack without optional parts")
+    }
+
+    /// Another keys-service replica on the stack's database (and Redis), settings as the
+    /// first's plus `extra`.
+    pub async fn start_keys_replica(&self, name: &str, extra: &[(String, String)]) -> Service {
+        let mut env = self.keys_env.clone();
+        env.extend(extra.iter().cloned());
+        spawn_service(
+            &self.client,
+            name,
+            "keys-service",
+            "KEYS",
+            &env,
+            "/livez",
+            self.dir.path(),
+        )
+        .await
+    }
+
+    /// Replica `n` of the keys-service + gateway pair (the first pair is the stack's own),
+    /// returned once its gateway receives key-change notices.
+    pub async fn start_replica(&self, n: usize) -> Replica {
+        let keys = self
+            .start_keys_replica(&format!("keys-service-{n}"), &[])
+            .await;
+        let gateway = spawn_gateway(
+            &self.client,
+            &format!("gateway-{n}"),
+            &self.gateway_env,
+            &keys.url,
+            self.dir.path(),
+        )
+        .await;
+        wait_gateway_synced(&self.client, &gateway.admin).await;
+        Replica { keys, gateway }
     }
 
     /// Another webhooks-service replica on the same database (settings: the stack's, then
@@ -666,6 +940,38 @@ impl Stack {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Start one webhooks-service replica with `env` (plus its own ports).
+pub async fn spawn_webhooks(
+    client: &reqwest::Client,
+    name: &str,
+    env: &[(String, String)],
+    log_dir: &Path,
+) -> WebhooksReplica {
+    spawn_service(
+        client,
+        name,
+        "webhooks-service",
+        "WEBHOOKS",
+        env,
+        "/livez",
+        log_dir,
+    )
+    .await
+}
+
+/// Start a gateway with `env` in front of the keys-service at `keys_url`.
+async fn spawn_gateway(
+    client: &reqwest::Client,
+    name: &str,
+    env: &[(String, String)],
+    keys_url: &str,
+    log_dir: &Path,
+) -> Service {
+    let mut all = vec![kv("KEYS_SERVICE_URL", keys_url)];
+    all.extend(env.iter().cloned());
+    spawn_service(client, name, "gateway", "GATEWAY", &all, "/", log_dir).await
 }
 
 /// A request carrying a dashboard-session identity for `org`, signed with `secrets`.
