@@ -60,7 +60,8 @@ async fn main() {
                 VerifiedKey {
                     id: uuid::Uuid::from_u128(u128::from(i))
                         .hyphenated()
-                        .to_string(),
+                        .to_string()
+                        .into_boxed_str(),
                     organization_id: interner.intern(&format!("org_2abcdefghij{:08}", i % 5000)),
                     scopes_header: interner
                         .intern("payment_intents:read,reconciliation_cases:read"),

@@ -26,10 +26,10 @@ pub type Hash = [u8; 32];
 /// A verified key, as the proxy injects it.
 #[derive(Debug)]
 pub struct VerifiedKey {
-    pub id: String,
+    /// A boxed `str`, not a `String`: a million cached keys, 8 bytes and a size class each.
+    pub id: Box<str>,
     /// Shared by every key of the organization (interned).
     pub organization_id: Arc<str>,
-    /// Comma-joined, ready for the `x-api-key-scopes` header.
     /// Comma-joined, ready for the `x-api-key-scopes` header; interned (keys share sets).
     pub scopes_header: Arc<str>,
     pub expires_at: Option<i64>,
@@ -64,7 +64,7 @@ impl VerifiedKey {
         Self {
             scopes_header: interner.intern(&r.scopes.join(",")),
             organization_id: interner.intern(&r.organization_id),
-            id: r.id,
+            id: r.id.into_boxed_str(),
             expires_at: r.expires_at,
             revoked_at: r.revoked_at,
         }
@@ -194,10 +194,14 @@ pub struct CacheSettings {
 }
 
 pub struct ApiKeyVerifier {
-    /// Known keys. Positive and negative answers live in two caches with one TTL each:
-    /// per-entry expiry would cost a timer-wheel node per key (see BENCHMARKS.md).
-    cache: moka::future::Cache<Hash, Entry>,
-    /// "No such key", briefly.
+    /// Known keys: a compact, bounded cache (64 bytes a slot; see `key_cache`), so a
+    /// million keys fit a sidecar's memory.
+    cache: crate::key_cache::KeyCache<VerifiedKey>,
+    /// Lookups in flight, one per hash: every caller asking at once shares its answer.
+    inflight: std::sync::Mutex<
+        std::collections::HashMap<Hash, Arc<tokio::sync::OnceCell<Option<Entry>>>>,
+    >,
+    /// "No such key", briefly (bounded to a tenth of the capacity).
     negative: moka::future::Cache<Hash, Entry>,
     interner: Interner,
     /// Hash → the generation at which it was last invalidated.
@@ -227,10 +231,8 @@ impl ApiKeyVerifier {
     ) -> Self {
         Self {
             interner: Interner::default(),
-            cache: moka::future::Cache::builder()
-                .max_capacity(s.capacity)
-                .time_to_live(s.ttl)
-                .build(),
+            cache: crate::key_cache::KeyCache::new(s.capacity, s.ttl),
+            inflight: std::sync::Mutex::default(),
             negative: moka::future::Cache::builder()
                 .max_capacity(s.capacity / 10 + 1)
                 .time_to_live(s.negative_ttl)
@@ -263,7 +265,7 @@ impl ApiKeyVerifier {
     pub async fn invalidate(&self, hash: Hash) {
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.invalidated.insert(hash, g);
-        self.cache.invalidate(&hash).await;
+        self.cache.invalidate(&hash);
         self.negative.invalidate(&hash).await;
     }
 
@@ -298,7 +300,7 @@ impl ApiKeyVerifier {
     }
 
     pub fn cached_entries(&self) -> u64 {
-        self.cache.entry_count() + self.negative.entry_count()
+        self.cache.len() + self.negative.entry_count()
     }
 
     fn invalidated_since(&self, hash: &Hash, entry: &Entry) -> bool {
@@ -376,27 +378,42 @@ impl ApiKeyVerifier {
     /// Put a verified record in the in-process cache (benchmarks and the memory probe).
     #[doc(hidden)]
     pub async fn prefill(&self, hash: Hash, key: VerifiedKey) {
-        let entry = Entry {
-            key: Some(Arc::new(key)),
-            fetched_gen: self.generation.load(Ordering::SeqCst),
-            fetched_at: Instant::now(),
-        };
-        self.cache.insert(hash, entry).await;
+        self.cache.insert(
+            hash,
+            crate::key_cache::Cached {
+                value: Arc::new(key),
+                fetched_gen: self.generation.load(Ordering::SeqCst),
+                fetched_at: Instant::now(),
+            },
+        );
     }
 
     /// Let pending cache maintenance run (so entry counts are exact).
     #[doc(hidden)]
     pub async fn settle(&self) {
-        self.cache.run_pending_tasks().await;
         self.negative.run_pending_tasks().await;
     }
 
     async fn store(&self, hash: Hash, entry: Entry) {
-        if entry.key.is_some() {
-            self.cache.insert(hash, entry).await;
-        } else {
-            self.negative.insert(hash, entry).await;
+        match &entry.key {
+            Some(key) => self.cache.insert(
+                hash,
+                crate::key_cache::Cached {
+                    value: key.clone(),
+                    fetched_gen: entry.fetched_gen,
+                    fetched_at: entry.fetched_at,
+                },
+            ),
+            None => self.negative.insert(hash, entry).await,
         }
+    }
+
+    fn cached(&self, hash: &Hash) -> Option<Entry> {
+        self.cache.get(hash).map(|c| Entry {
+            key: Some(c.value),
+            fetched_gen: c.fetched_gen,
+            fetched_at: c.fetched_at,
+        })
     }
 
     /// The cached answer for `hash`, or one fetch shared by every caller asking at once.
@@ -406,7 +423,7 @@ impl ApiKeyVerifier {
         request_id: Option<&str>,
         client: Option<std::net::IpAddr>,
     ) -> Result<Entry, KeysError> {
-        let cached = match self.cache.get(&hash).await {
+        let cached = match self.cached(&hash) {
             Some(e) => Some(e),
             None => self.negative.get(&hash).await,
         };
@@ -418,28 +435,39 @@ impl ApiKeyVerifier {
         if !self.client_budgets.try_take(client) {
             return Err(KeysError::ClientThrottled);
         }
-        let found = self
-            .cache
-            .optionally_get_with(hash, async {
+        // One fetch per hash at a time; if the caller running it goes away, the next
+        // waiter runs it instead (`OnceCell` semantics).
+        let cell = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(hash)
+            .or_default()
+            .clone();
+        let found = cell
+            .get_or_init(|| async {
                 match self.fetch(hash, request_id).await {
-                    Ok(e) if e.key.is_some() => Some(e),
-                    Ok(unknown) => {
-                        self.negative.insert(hash, unknown).await;
-                        None
+                    Ok(e) => {
+                        self.store(hash, e.clone()).await;
+                        Some(e)
                     }
-                    // Every caller coalesced on this fetch sees `None` and no negative
-                    // entry: the lookup failed, for all of them at once.
+                    // Every caller coalesced on this fetch sees `None` and nothing is
+                    // cached: the lookup failed, for all of them at once.
                     Err(_) => None,
                 }
             })
-            .await;
-        match found {
-            Some(e) => Ok(e),
-            None => match self.negative.get(&hash).await {
-                Some(unknown) => Ok(unknown),
-                None => Err(KeysError::Unreachable("lookup failed".to_owned())),
-            },
+            .await
+            .clone();
+        {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if inflight.get(&hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(&hash);
+            }
         }
+        found.ok_or_else(|| KeysError::Unreachable("lookup failed".to_owned()))
     }
 
     /// Verify a bearer token that starts with `rl_live_`.
@@ -464,7 +492,7 @@ impl ApiKeyVerifier {
                 }
             };
             if self.invalidated_since(&hash, &entry) {
-                self.cache.invalidate(&hash).await;
+                self.cache.invalidate(&hash);
                 self.negative.invalidate(&hash).await;
                 continue;
             }

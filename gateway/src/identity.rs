@@ -134,7 +134,7 @@ pub fn inject(req: &mut RequestHeader, caller: &Caller) -> Result<()> {
         Caller::ApiKey(key) => {
             req.insert_header(id::ORGANIZATION_ID, &*key.organization_id)?;
             req.insert_header(id::AUTH_TYPE, AuthType::ApiKey.as_str())?;
-            req.insert_header(id::API_KEY_ID, key.id.as_str())?;
+            req.insert_header(id::API_KEY_ID, &*key.id)?;
             req.insert_header(id::API_KEY_SCOPES, &*key.scopes_header)?;
         }
         Caller::Session(user) => {

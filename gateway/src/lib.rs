@@ -16,8 +16,9 @@
 //! - [`docs`], [`dashboard`]: `/openapi.*`, `/docs` and `/dashboard`, built in.
 //! - [`credential`]: reading `Authorization`; API-key shape and hash.
 //! - [`auth`]: authentication, from headers to exactly one [`caller::Caller`]:
-//!   - [`api_key`]: the in-process cache in front of [`redis_tier`] and [`keys_client`]
-//!     (keys-service), with change-feed invalidation and per-client lookup budgets;
+//!   - [`api_key`]: the in-process cache ([`key_cache`], compact and bounded) in front of
+//!     [`redis_tier`] and [`keys_client`] (keys-service), with change-feed invalidation,
+//!     coalesced lookups and per-client lookup budgets;
 //!   - [`jwks`], [`session`], [`membership`]: Clerk session tokens, verified offline.
 //! - [`caller`]: the decision type (`Caller`, `SessionUser`) the modules around it share.
 //! - [`policy`]: what each route requires (session only, permissions, scopes).
@@ -40,6 +41,7 @@ pub mod docs;
 pub mod error;
 pub mod identity;
 pub mod jwks;
+pub mod key_cache;
 pub mod keys_client;
 pub mod membership;
 pub mod metrics;
