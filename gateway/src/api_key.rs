@@ -1,4 +1,4 @@
-//! API-key verification: shape check, SHA-256, moka cache, keys-service.
+//! API-key verification: shape check, SHA-256, the in-process key cache, keys-service.
 //!
 //! # Freshness
 //! Cached records are dropped when keys-service's change feed names their hash, so a
