@@ -378,14 +378,12 @@ impl ApiKeyVerifier {
     /// Put a verified record in the in-process cache (benchmarks and the memory probe).
     #[doc(hidden)]
     pub async fn prefill(&self, hash: Hash, key: VerifiedKey) {
-        self.cache.insert(
-            hash,
-            crate::key_cache::Cached {
-                value: Arc::new(key),
-                fetched_gen: self.generation.load(Ordering::SeqCst),
-                fetched_at: Instant::now(),
-            },
-        );
+        let entry = Entry {
+            key: Some(Arc::new(key)),
+            fetched_gen: self.generation.load(Ordering::SeqCst),
+            fetched_at: Instant::now(),
+        };
+        self.store(hash, entry).await;
     }
 
     /// Let pending cache maintenance run (so entry counts are exact).

@@ -50,7 +50,6 @@ struct Shard<V> {
     /// Slots emptied by invalidation, reused first.
     free: Vec<u32>,
     hand: usize,
-    len: usize,
 }
 
 pub struct KeyCache<V> {
@@ -80,18 +79,29 @@ impl<V> Shard<V> {
             .copied()
     }
 
-    fn remove(&mut self, hash: &[u8; 32]) -> bool {
-        let slots = &self.slots;
-        let Ok(found) = self.table.find_entry(table_hash(hash), |&i| {
-            slots[i as usize].value.is_some() && slots[i as usize].hash == *hash
-        }) else {
-            return false;
-        };
-        let (i, _) = found.remove();
+    /// Entries held: every slot is live or on the free list.
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Take live slot `i` out of the table and empty it; the caller reuses or frees it.
+    fn unlink(&mut self, i: u32) {
+        let h = table_hash(&self.slots[i as usize].hash);
+        if let Ok(entry) = self.table.find_entry(h, |&j| j == i) {
+            entry.remove();
+        }
         self.slots[i as usize].value = None;
+    }
+
+    fn release(&mut self, i: u32) {
+        self.unlink(i);
         self.free.push(i);
-        self.len -= 1;
-        true
+    }
+
+    fn remove(&mut self, hash: &[u8; 32]) {
+        if let Some(i) = self.find(hash) {
+            self.release(i);
+        }
     }
 
     /// A slot index to write a new entry into: a free one, a new one, or the CLOCK's victim.
@@ -124,10 +134,8 @@ impl<V> Shard<V> {
                 slot.referenced = false;
                 continue;
             }
-            let victim = slot.hash;
-            self.remove(&victim);
-            // `remove` put it on the free list.
-            return self.free.pop().unwrap_or(i as u32);
+            self.unlink(i as u32);
+            return i as u32;
         }
         unreachable!("a full shard always has a victim within two sweeps")
     }
@@ -145,7 +153,6 @@ impl<V> KeyCache<V> {
                     slots: Vec::new(),
                     free: Vec::new(),
                     hand: 0,
-                    len: 0,
                 })
             })
             .collect();
@@ -185,8 +192,7 @@ impl<V> KeyCache<V> {
         let i = shard.find(hash)?;
         let slot = &mut shard.slots[i as usize];
         if now.saturating_sub(slot.fetched_ns) >= ttl {
-            let h = slot.hash;
-            shard.remove(&h);
+            shard.release(i);
             return None;
         }
         slot.referenced = true;
@@ -222,7 +228,6 @@ impl<V> KeyCache<V> {
                         table_hash(&slots[j as usize].hash)
                     }
                 });
-                shard.len += 1;
                 i
             }
         };
@@ -249,7 +254,6 @@ impl<V> KeyCache<V> {
             s.slots = Vec::new();
             s.free = Vec::new();
             s.hand = 0;
-            s.len = 0;
         }
     }
 
@@ -260,7 +264,7 @@ impl<V> KeyCache<V> {
             .map(|s| {
                 s.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .len as u64
+                    .len() as u64
             })
             .sum()
     }

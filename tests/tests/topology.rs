@@ -22,10 +22,7 @@ const ORG: &str = "org_topology";
 /// machine has no redis-server (a skip; a failure under `CI=true`).
 struct Cluster {
     stack: Stack,
-    /// Held for their lifetime: dropping one stops its processes.
-    _replicas: Vec<Replica>,
-    /// Every gateway's URL, the stack's first.
-    gateways: Vec<String>,
+    replicas: Vec<Replica>,
 }
 
 impl Cluster {
@@ -46,21 +43,25 @@ impl Cluster {
         for n in 1..replicas {
             others.push(stack.start_replica(n).await);
         }
-        let gateways = std::iter::once(stack.gateway_url.clone())
-            .chain(others.iter().map(|r| r.gateway.url.clone()))
-            .collect();
         Some(Self {
             stack,
-            _replicas: others,
-            gateways,
+            replicas: others,
         })
+    }
+
+    /// Gateway `node`'s URL: 0 is the stack's own, the rest its replicas.
+    fn gateway(&self, node: usize) -> &str {
+        match node {
+            0 => &self.stack.gateway_url,
+            n => &self.replicas[n - 1].gateway.url,
+        }
     }
 
     async fn create_key(&self, node: usize) -> (String, String) {
         let (s, b) = status_json(
             self.stack
                 .client
-                .post(format!("{}/v1/api-keys", self.gateways[node]))
+                .post(format!("{}/v1/api-keys", self.gateway(node)))
                 .header("x-organization-id", ORG)
                 .json(&json!({"name": "replicated", "scopes": ["a"]}))
                 .send()
@@ -78,7 +79,7 @@ impl Cluster {
     async fn call(&self, node: usize, key: &str) -> u16 {
         self.stack
             .client
-            .get(format!("{}/v1/x", self.gateways[node]))
+            .get(format!("{}/v1/x", self.gateway(node)))
             .bearer_auth(key)
             .send()
             .await
@@ -93,7 +94,7 @@ impl Cluster {
             .client
             .request(
                 Method::DELETE,
-                format!("{}/v1/api-keys/{id}", self.gateways[node]),
+                format!("{}/v1/api-keys/{id}", self.gateway(node)),
             )
             .header("x-organization-id", ORG)
             .send()
@@ -257,7 +258,7 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
         cluster
             .stack
             .client
-            .get(format!("{}/v1/api-keys", cluster.gateways[0]))
+            .get(format!("{}/v1/api-keys", cluster.gateway(0)))
             .header("x-organization-id", ORG)
             .send()
     };
@@ -268,7 +269,7 @@ async fn database_down_is_503_with_nothing_half_written_then_recovers() {
         cluster
             .stack
             .client
-            .post(format!("{}/v1/api-keys", cluster.gateways[0]))
+            .post(format!("{}/v1/api-keys", cluster.gateway(0)))
             .header("x-organization-id", ORG)
             .json(&json!({"name": "during outage", "scopes": ["a"]}))
             .send()

@@ -16,17 +16,13 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::{
-    Backend, LocalServer, Proc, Stack, StackOptions, assert_envelope, consistently, eventually,
+    Backend, LocalServer, Proc, Stack, StackOptions, assert_envelope, consistently, eventually, kv,
     status_json,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const ORG: &str = "org_hooks";
-
-fn kv(k: &str, v: impl Into<String>) -> (String, String) {
-    (k.to_owned(), v.into())
-}
 
 /// A stack with webhooks-service, loopback receivers allowed, a compressed retry schedule.
 async fn stack(backend: Backend, extra: &[(&str, &str)]) -> Stack {

@@ -347,25 +347,30 @@ where
 
 /// Wait until `url` answers any HTTP status (or panic with the process logs).
 pub async fn wait_http(client: &reqwest::Client, url: &str, proc: &mut Proc) {
+    const WITHIN: Duration = Duration::from_secs(30);
     let name = proc.name.clone();
-    eventually(
-        &format!("{name} answering {url}"),
-        Duration::from_secs(30),
-        || {
-            let up = proc.is_running();
-            let logs = proc.logs();
-            let name = name.clone();
+    // The log is read once, on failure (exit or timeout), not at every probe.
+    let answered = tokio::time::timeout(
+        WITHIN,
+        eventually(&format!("{name} answering {url}"), Duration::MAX, || {
+            let exited = (!proc.is_running()).then(|| proc.logs());
             let request = client.get(url).send();
+            let name = name.clone();
             async move {
-                assert!(up, "{name} exited during start:\n{logs}");
-                request
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("{e}; its log:\n{logs}"))
+                if let Some(logs) = exited {
+                    panic!("{name} exited during start:\n{logs}");
+                }
+                request.await.map(drop)
             }
-        },
+        }),
     )
     .await;
+    if answered.is_err() {
+        panic!(
+            "{name} did not answer {url} within {WITHIN:?}:\n{}",
+            proc.logs()
+        );
+    }
 }
 
 /// An in-process HTTP server (the echo upstream, or a fake), stopped on drop.
@@ -563,8 +568,11 @@ impl Redis {
     /// Wait until it accepts connections (after `start` or a restart).
     pub async fn wait_up(&mut self) {
         let port = self.port;
-        let logs = self.proc.logs();
-        assert!(self.proc.is_running(), "redis-server exited: {logs}");
+        assert!(
+            self.proc.is_running(),
+            "redis-server exited: {}",
+            self.proc.logs()
+        );
         eventually(
             "redis-server accepting",
             Duration::from_secs(10),
