@@ -5,10 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
-use rl_contract::page::{self, Cursor};
+use rl_contract::page::{self, Cursor, Page};
 use rl_contract::signing::{Internal, VerifiedIdentity};
 use rl_contract::time_fmt::{now_ms, parse_rfc3339_ms};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -32,13 +31,6 @@ pub fn router(state: AppState) -> Router {
             http_metrics,
             rl_contract::metrics::observe,
         ))
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub data: Vec<AuditEvent>,
-    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +104,7 @@ async fn list(
     State(state): State<AppState>,
     identity: Result<VerifiedIdentity, rl_contract::error::ErrorResponse>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<Page<AuditEvent>>, ApiError> {
     let VerifiedIdentity(identity) = identity.map_err(|_| ApiError::Unauthenticated)?;
     let q = parse_query(raw.as_deref())?;
     let limit = page::parse_limit(q.limit.as_deref())?;

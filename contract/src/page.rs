@@ -7,6 +7,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{ErrorCode, ErrorResponse};
 
+/// One page of a list endpoint: `{"data": [...], "nextCursor": "..." | null}`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// The query of a list endpoint without filters: `?limit=&cursor=`, validated by
+/// [`parse_limit`] and [`Cursor::decode`].
+#[derive(Debug, serde::Deserialize)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
 

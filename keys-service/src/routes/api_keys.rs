@@ -12,13 +12,13 @@ use rl_contract::idempotency::{self, Claim};
 use rl_contract::signing::VerifiedIdentity;
 use rl_contract::time_fmt::{format_ms, now_ms};
 use rl_contract::{AuthType, Identity};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::AppState;
 use crate::api_key::{self, NewKey};
 use crate::error::ApiError;
 use crate::store::{Finish, KeyRecord, NewKeyRequest};
-use rl_contract::page::{self, Cursor};
+use rl_contract::page::{self, Cursor, Page};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -134,24 +134,11 @@ async fn settle<T>(state: &AppState, claim: Option<Claim>, result: &Result<T, Ap
     }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub data: Vec<ApiKeyView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     Manager(caller): Manager,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
+    params: Result<Query<page::PageParams>, QueryRejection>,
+) -> Result<Json<Page<ApiKeyView>>, ApiError> {
     let Query(params) =
         params.map_err(|_| ApiError::InvalidRequest("Malformed query string.".to_owned()))?;
     let limit = page::parse_limit(params.limit.as_deref())?;

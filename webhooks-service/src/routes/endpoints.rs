@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
-use rl_contract::page::{self, Cursor};
+use rl_contract::page::{self, Cursor, Page};
 use rl_contract::time_fmt::{format_ms, now_ms};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Manager, claim, settle, to_json};
 use crate::AppState;
@@ -89,19 +89,6 @@ impl EndpointView {
     }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page {
-    pub data: Vec<EndpointView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListParams {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
@@ -109,8 +96,8 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 async fn list(
     State(state): State<AppState>,
     Manager(caller): Manager,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Page>, ApiError> {
+    params: Result<Query<page::PageParams>, QueryRejection>,
+) -> Result<Json<Page<EndpointView>>, ApiError> {
     let Query(params) =
         params.map_err(|_| ApiError::InvalidRequest("Malformed query string.".to_owned()))?;
     let limit = page::parse_limit(params.limit.as_deref())?;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rl_contract::http::JsonObject;
-use rl_contract::page::{self, Cursor};
+use rl_contract::page::{self, Cursor, Page};
 use rl_contract::time_fmt::{format_ms, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -260,13 +260,6 @@ pub struct ListParams {
     cursor: Option<String>,
     event_type: Option<String>,
     status: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 async fn list(
