@@ -141,13 +141,38 @@ impl Secrets {
         target: &str,
         identity: &[(&str, &str)],
     ) -> Result<String, SignError> {
+        let values = std::array::from_fn(|i| {
+            identity
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(OWNED_HEADERS[i]))
+                .map_or("", |(_, v)| *v)
+        });
+        self.sign_values(timestamp, method, target, &values)
+    }
+
+    /// [`Secrets::sign`] for the identity as one value per [`OWNED_HEADERS`] entry, in its
+    /// order (`""` for a header not sent): what the gateway signs on every request, so the
+    /// canonical form is written into one buffer and the signature into one string.
+    pub fn sign_values(
+        &self,
+        timestamp: i64,
+        method: &str,
+        target: &str,
+        values: &[&str; OWNED_HEADERS.len()],
+    ) -> Result<String, SignError> {
         let text_ok = |v: &str| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
-        if !text_ok(method) || !text_ok(target) || !identity.iter().all(|(_, v)| text_ok(v)) {
+        if !text_ok(method) || !text_ok(target) || !values.iter().all(|v| text_ok(v)) {
             return Err(SignError::Unsignable);
         }
         let mut m = self.current.clone().ok_or(SignError::NoSecret)?;
-        m.update(&canonical(timestamp, method, target, identity));
-        Ok(format!("v1={}", hex::encode(m.finalize().into_bytes())))
+        m.update(&canonical(timestamp, method, target, values));
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(m.finalize().into_bytes(), &mut hex)
+            .unwrap_or_else(|_| unreachable!("64 hex digits for 32 bytes"));
+        let mut out = String::with_capacity(3 + hex.len());
+        out.push_str("v1=");
+        out.extend(hex.iter().map(|&b| char::from(b)));
+        Ok(out)
     }
 
     /// The token internal endpoints accept.
@@ -207,9 +232,9 @@ impl Secrets {
             .strip_prefix("v1=")
             .and_then(|h| hex::decode(h).ok())
             .ok_or("malformed")?;
-        let mut values = Vec::with_capacity(OWNED_HEADERS.len());
-        for name in OWNED_HEADERS {
-            values.push((*name, single(name)?.unwrap_or("")));
+        let mut values = [""; OWNED_HEADERS.len()];
+        for (value, name) in values.iter_mut().zip(OWNED_HEADERS) {
+            *value = single(name)?.unwrap_or("");
         }
         let message = canonical(ts, method.as_str(), target, &values);
         let ok = self.accepted().any(|keyed| {
@@ -221,19 +246,44 @@ impl Secrets {
     }
 }
 
-fn canonical(timestamp: i64, method: &str, target: &str, identity: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = format!("v1\n{timestamp}\n{method}\n{target}\n");
-    for name in OWNED_HEADERS {
-        let value = identity
+/// `v1\n<timestamp>\n<method>\n<target>\n` then `<name>:<value>\n` for every owned header,
+/// in [`OWNED_HEADERS`] order, `""` for one not sent.
+fn canonical(
+    timestamp: i64,
+    method: &str,
+    target: &str,
+    values: &[&str; OWNED_HEADERS.len()],
+) -> Vec<u8> {
+    let mut ts = itoa::Buffer::new();
+    let ts = ts.format(timestamp);
+    let len = 6
+        + ts.len()
+        + method.len()
+        + target.len()
+        + OWNED_HEADERS
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or("", |(_, v)| *v);
-        out.push_str(name);
-        out.push(':');
-        out.push_str(value);
-        out.push('\n');
+            .zip(values)
+            .map(|(n, v)| n.len() + v.len() + 2)
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    for part in [
+        &b"v1\n"[..],
+        ts.as_bytes(),
+        b"\n",
+        method.as_bytes(),
+        b"\n",
+        target.as_bytes(),
+        b"\n",
+    ] {
+        out.extend_from_slice(part);
     }
-    out.into_bytes()
+    for (name, value) in OWNED_HEADERS.iter().zip(values) {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out
 }
 
 /// Why an identity was not signed.
@@ -440,5 +490,50 @@ mod tests {
             Secrets::new(None, None, false).sign(1, "GET", "/", &[]),
             Err(SignError::NoSecret)
         );
+    }
+
+    /// The canonical form is a wire format between versions (gateways and services roll
+    /// separately): this signature was computed outside Rust, from the documented form
+    /// (`v1`, timestamp, method, target, then `name:value` for every owned header).
+    #[test]
+    fn the_signature_of_a_known_identity_is_stable() {
+        let secrets = Secrets::new(Some("golden-secret-0123456789abcdef-0123"), None, false);
+        let identity = [
+            (crate::identity::ORGANIZATION_ID, "org_golden"),
+            (crate::identity::AUTH_TYPE, "api_key"),
+            (
+                crate::identity::API_KEY_ID,
+                "7d9f0c2e-1111-4a4a-8b8b-000000000001",
+            ),
+            (
+                crate::identity::API_KEY_SCOPES,
+                "payment_intents:read,refunds:write",
+            ),
+        ];
+        let expected = "v1=3355918e86041b003381bb7d8e2116944959a35210091020fefe7f1cabf7af70";
+        let by_pairs = secrets
+            .sign(
+                1_767_225_600,
+                "POST",
+                "/v1/payment_intents?limit=5",
+                &identity,
+            )
+            .expect("signed");
+        assert_eq!(by_pairs, expected);
+        let values = std::array::from_fn(|i| {
+            identity
+                .iter()
+                .find(|(n, _)| *n == OWNED_HEADERS[i])
+                .map_or("", |(_, v)| *v)
+        });
+        let by_values = secrets
+            .sign_values(
+                1_767_225_600,
+                "POST",
+                "/v1/payment_intents?limit=5",
+                &values,
+            )
+            .expect("signed");
+        assert_eq!(by_values, expected);
     }
 }

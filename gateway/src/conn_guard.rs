@@ -23,12 +23,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -39,7 +40,7 @@ use pingora::protocols::{
 use pingora::server::ShutdownWatch;
 use rl_contract::ErrorBody;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::path::MAX_TARGET_LEN;
 use crate::request_rules::{self, HeadLimits, Refusal};
@@ -63,6 +64,8 @@ pub struct ConnPhase {
     finished: AtomicU64,
     /// The guard checked the head pingora is about to hand to `request_filter`.
     head_checked: AtomicBool,
+    /// The client's address as a header value, made once per connection.
+    client_ip: OnceLock<Option<HeaderValue>>,
 }
 
 impl ConnPhase {
@@ -72,6 +75,15 @@ impl ConnPhase {
     pub fn request_started(&self) -> bool {
         self.in_request.store(true, Ordering::Relaxed);
         self.head_checked.swap(false, Ordering::Relaxed)
+    }
+
+    /// The client's address as a header value: made by `make` for the connection's first
+    /// request, then reused.
+    pub fn client_ip_value(
+        &self,
+        make: impl FnOnce() -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        self.client_ip.get_or_init(make).clone()
     }
 
     /// The request is answered: the next bytes start a new head.
@@ -112,7 +124,13 @@ pub struct GuardedStream {
     state: State,
     head: Vec<u8>,
     seen_finished: u64,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the head being read must be complete (`None` between requests: idle keep-alive
+    /// is pingora's keepalive timeout).
+    head_deadline: Option<Instant>,
+    /// The timer that wakes the connection at `head_deadline` (or at the end of lingering).
+    /// Armed only when a read would block: a head that arrives in one read — nearly every
+    /// head — never touches tokio's timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -127,7 +145,7 @@ impl GuardedStream {
     pub fn new(inner: Stream, settings: Arc<GuardSettings>) -> Self {
         // The first head's deadline runs from the accept: a connection that sends nothing
         // is closed as surely as one that sends slowly.
-        let deadline = Some(Box::pin(tokio::time::sleep(settings.header_timeout)));
+        let head_deadline = Some(Instant::now() + settings.header_timeout);
         Self {
             inner,
             phase: Arc::new(ConnPhase::default()),
@@ -135,7 +153,8 @@ impl GuardedStream {
             state: State::Head,
             head: Vec::new(),
             seen_finished: 0,
-            deadline,
+            head_deadline,
+            timer: None,
         }
     }
 
@@ -149,7 +168,8 @@ impl GuardedStream {
             written: 0,
         };
         self.head = Vec::new();
-        self.deadline = Some(Box::pin(tokio::time::sleep(LINGER)));
+        self.head_deadline = None;
+        self.timer = Some(Box::pin(tokio::time::sleep(LINGER)));
     }
 
     /// New bytes of a head arrived: decide whether it is complete, and whether it passes.
@@ -197,7 +217,8 @@ impl GuardedStream {
         self.phase.head_checked.store(true, Ordering::Relaxed);
         self.head = Vec::new();
         self.state = State::Passed;
-        self.deadline = None;
+        self.head_deadline = None;
+        self.timer = None;
         Ok(())
     }
 
@@ -245,7 +266,7 @@ impl GuardedStream {
 
     fn poll_deadline_or_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let expired = self
-            .deadline
+            .timer
             .as_mut()
             .is_some_and(|d| d.as_mut().poll(cx).is_ready());
         if expired {
@@ -313,15 +334,12 @@ impl AsyncRead for GuardedStream {
                 if n == 0 {
                     return Poll::Ready(Ok(()));
                 }
-                let deadline_passed = match this.deadline.as_mut() {
-                    Some(d) => d.as_mut().poll(cx).is_ready(),
-                    None => {
-                        let t = this.settings.header_timeout;
-                        this.deadline = Some(Box::pin(tokio::time::sleep(t)));
-                        false
-                    }
-                };
-                let verdict = if deadline_passed {
+                // The first byte of a head starts its deadline.
+                let now = Instant::now();
+                let deadline = *this
+                    .head_deadline
+                    .get_or_insert(now + this.settings.header_timeout);
+                let verdict = if now >= deadline {
                     Err(Refusal::timeout())
                 } else {
                     this.observe(&buf.filled()[before..])
@@ -343,11 +361,16 @@ impl AsyncRead for GuardedStream {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if expired {
+                let Some(deadline) = this.head_deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
                     if this.head.is_empty() && this.seen_finished == 0 {
                         // Nothing was ever sent: just close.
                         this.state = State::Closed;

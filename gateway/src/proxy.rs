@@ -50,6 +50,21 @@ pub struct RequestCtx {
     pub body_seen: u64,
     /// The connection guard already applied the head rules to this request's head.
     pub head_checked: bool,
+    /// `request_id` as a header value, made once for the upstream request and the response.
+    request_id_value: Option<http::HeaderValue>,
+}
+
+impl RequestCtx {
+    /// The request id as a header value (a shared buffer: each use is a reference count).
+    fn request_id_value(&mut self) -> http::HeaderValue {
+        let id = &self.request_id;
+        self.request_id_value
+            .get_or_insert_with(|| {
+                http::HeaderValue::from_maybe_shared(Bytes::copy_from_slice(id.as_bytes()))
+                    .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+            })
+            .clone()
+    }
 }
 
 /// A status code as a label without allocating (`0`: no response was written).
@@ -82,31 +97,27 @@ pub async fn respond(session: &mut Session, error: &GatewayError, request_id: &s
 
 impl Gateway {
     /// Sign the injected identity for this method and target (see `contract::signing`).
-    fn sign_identity(&self, req: &mut RequestHeader, target: &str) -> Result<()> {
+    fn sign_identity(
+        &self,
+        req: &mut RequestHeader,
+        target: &str,
+        injected: &crate::identity::Injected<'_>,
+    ) -> Result<()> {
         let ts = rl_contract::time_fmt::now_ms().div_euclid(1000);
-        let mut values: Vec<(&str, &str)> = Vec::with_capacity(8);
-        for name in rl_contract::identity::OWNED_HEADERS {
-            if let Some(v) = req.headers.get(*name) {
-                // Never sign a value as something other than what is sent.
-                let v = v
-                    .to_str()
-                    .map_err(|_| Error::explain(InternalError, "unsignable identity header"))?;
-                values.push((*name, v));
-            }
-        }
+        let values = std::array::from_fn(|i| injected[i].as_ref());
         let signature =
             match self
                 .state
                 .settings
                 .secrets
-                .sign(ts, req.method.as_str(), target, &values)
+                .sign_values(ts, req.method.as_str(), target, &values)
             {
                 Ok(s) => s,
                 // Unsigned: the services refuse it (logged at start).
                 Err(rl_contract::signing::SignError::NoSecret) => return Ok(()),
                 Err(e) => return Error::e_explain(InternalError, e.to_string()),
             };
-        req.insert_header(rl_contract::signing::TIMESTAMP_HEADER, ts.to_string())?;
+        req.insert_header(rl_contract::signing::TIMESTAMP_HEADER, ts)?;
         req.insert_header(rl_contract::signing::SIGNATURE_HEADER, signature)?;
         Ok(())
     }
@@ -276,6 +287,7 @@ impl ProxyHttp for Gateway {
             body_deadline: None,
             body_seen: 0,
             head_checked: false,
+            request_id_value: None,
         }
     }
 
@@ -363,19 +375,27 @@ impl ProxyHttp for Gateway {
             .target
             .as_ref()
             .ok_or_else(|| Error::explain(InternalError, "no decided target"))?;
-        upstream_request.set_raw_path(target.to_request_target().as_bytes())?;
-        crate::identity::strip(upstream_request);
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        crate::identity::forwarded_for(upstream_request, client_ip)?;
-        if let Some(caller) = &ctx.caller {
-            crate::identity::inject(upstream_request, caller)?;
+        let request_target = target.to_request_target();
+        // Nearly every request arrives canonical: rebuilding the URI would change nothing.
+        if upstream_request.raw_path() != request_target.as_bytes() {
+            upstream_request.set_raw_path(request_target.as_bytes())?;
         }
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if ctx.caller.is_some() {
-            self.sign_identity(upstream_request, &target.to_request_target())?;
+        crate::identity::strip(upstream_request);
+        let client_ip = || {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| crate::identity::client_ip_value(a.ip()))
+        };
+        let client_ip = match &ctx.phase {
+            Some(phase) => phase.client_ip_value(client_ip),
+            None => client_ip(),
+        };
+        crate::identity::forwarded_for(upstream_request, client_ip)?;
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id_value())?;
+        if let Some(caller) = &ctx.caller {
+            let injected = crate::identity::inject(upstream_request, caller)?;
+            self.sign_identity(upstream_request, &request_target, &injected)?;
         }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
@@ -403,7 +423,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        upstream_response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id_value())?;
         Ok(())
     }
 
