@@ -304,6 +304,11 @@ impl ApiKeyVerifier {
     }
 
     fn invalidated_since(&self, hash: &Hash, entry: &Entry) -> bool {
+        // Only invalidations move the generation: if it has not moved since this entry's
+        // fetch began (nearly always), nothing can have invalidated it — no map lookup.
+        if entry.fetched_gen == self.generation.load(Ordering::SeqCst) {
+            return false;
+        }
         entry.fetched_gen < self.reset_generation.load(Ordering::SeqCst)
             || self
                 .invalidated

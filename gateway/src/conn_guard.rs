@@ -183,8 +183,7 @@ impl GuardedStream {
         };
         // A head can only end at a blank line; parse only then (bounded work per head).
         let tail = &whole[scan_from.min(whole.len())..];
-        let ends = tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
-        if !ends {
+        if !ends_head(tail) {
             if whole.len() > self.max_block() {
                 return Err(Refusal::too_large(format!(
                     "Request header fields are too large (at most {} bytes).",
@@ -276,6 +275,16 @@ impl GuardedStream {
             Poll::Pending
         }
     }
+}
+
+/// Whether `bytes` hold the blank line that ends a head (`\n\n` or `\n\r\n`). Looks only
+/// at the line feeds (memchr), a handful per head, not at every byte twice.
+fn ends_head(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|i| match bytes.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// A complete HTTP/1.1 response in the documented envelope; the connection closes after it.
@@ -497,6 +506,28 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_ends_at_its_first_blank_line_whatever_the_line_endings() {
+        for (bytes, ends) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.1\nHost: a\n\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", false),
+            (b"\n\r", false),
+            (b"\n", false),
+            (b"", false),
+            (b"\r\n\r\n", true),
+        ] {
+            assert_eq!(
+                ends_head(bytes),
+                ends,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn guard(client_side: DuplexStream, timeout: Duration) -> GuardedStream {

@@ -6,7 +6,14 @@ use rl_contract::identity::{REQUEST_ID, is_well_formed_request_id, single_header
 pub fn from_headers(headers: &HeaderMap) -> String {
     match single_header(headers, REQUEST_ID) {
         Some(id) if is_well_formed_request_id(id) => id.to_owned(),
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => {
+            // Straight into a buffer: `to_string` goes through the formatting machinery.
+            let mut buf = uuid::Uuid::encode_buffer();
+            uuid::Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut buf)
+                .to_owned()
+        }
     }
 }
 
