@@ -520,12 +520,17 @@ mod tests {
             )
             .expect("signed");
         assert_eq!(by_pairs, expected);
-        let values = std::array::from_fn(|i| {
-            identity
-                .iter()
-                .find(|(n, _)| *n == OWNED_HEADERS[i])
-                .map_or("", |(_, v)| *v)
-        });
+        // The same identity in `OWNED_HEADERS` order, as the gateway passes it.
+        let values = [
+            "org_golden",
+            "api_key",
+            "",
+            "",
+            "7d9f0c2e-1111-4a4a-8b8b-000000000001",
+            "payment_intents:read,refunds:write",
+            "",
+            "",
+        ];
         let by_values = secrets
             .sign_values(
                 1_767_225_600,

@@ -373,12 +373,11 @@ impl AsyncRead for GuardedStream {
                 let Some(deadline) = this.head_deadline else {
                     return Poll::Pending;
                 };
+                // While a head is read the timer, if any, is this head's: `observe` and
+                // `refuse` drop or replace it whenever `head_deadline` changes.
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
                 if timer.as_mut().poll(cx).is_ready() {
                     if this.head.is_empty() && this.seen_finished == 0 {
                         // Nothing was ever sent: just close.
@@ -507,6 +506,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
 mod tests {
     use super::*;
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
     #[test]
     fn a_head_ends_at_its_first_blank_line_whatever_the_line_endings() {
         for (bytes, ends) in [
@@ -528,7 +529,6 @@ mod tests {
             );
         }
     }
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn guard(client_side: DuplexStream, timeout: Duration) -> GuardedStream {
         GuardedStream::new(

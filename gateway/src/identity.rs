@@ -135,7 +135,7 @@ pub fn forwarded_for(req: &mut RequestHeader, client: Option<HeaderValue>) -> Re
 /// The client's address as a header value. Formatting an address costs more than the rest
 /// of `forwarded_for`: the proxy keeps one per connection.
 pub fn client_ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+    HeaderValue::try_from(ip.to_string())
         .unwrap_or_else(|_| unreachable!("an IP address is header text"))
 }
 

@@ -56,14 +56,14 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// The request id as a header value (a shared buffer: each use is a reference count).
-    fn request_id_value(&mut self) -> http::HeaderValue {
-        let id = &self.request_id;
-        self.request_id_value
-            .get_or_insert_with(|| {
-                http::HeaderValue::from_maybe_shared(Bytes::copy_from_slice(id.as_bytes()))
-                    .unwrap_or_else(|_| http::HeaderValue::from_static(""))
-            })
-            .clone()
+    fn request_id_value(&mut self) -> Result<http::HeaderValue> {
+        if let Some(value) = &self.request_id_value {
+            return Ok(value.clone());
+        }
+        let value = http::HeaderValue::from_str(&self.request_id)
+            .or_err(InvalidHTTPHeader, "request id is not header text")?;
+        self.request_id_value = Some(value.clone());
+        Ok(value)
     }
 }
 
@@ -392,7 +392,7 @@ impl ProxyHttp for Gateway {
             None => client_ip(),
         };
         crate::identity::forwarded_for(upstream_request, client_ip)?;
-        upstream_request.insert_header(REQUEST_ID, ctx.request_id_value())?;
+        upstream_request.insert_header(REQUEST_ID, ctx.request_id_value()?)?;
         if let Some(caller) = &ctx.caller {
             let injected = crate::identity::inject(upstream_request, caller)?;
             self.sign_identity(upstream_request, &request_target, &injected)?;
@@ -423,7 +423,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        upstream_response.insert_header(REQUEST_ID, ctx.request_id_value())?;
+        upstream_response.insert_header(REQUEST_ID, ctx.request_id_value()?)?;
         Ok(())
     }
 
